@@ -1,0 +1,39 @@
+"""Progress reporting shared by the CLI (tqdm bar) and the dashboard (st.progress).
+
+Long functions take ``progress: Progress | None`` and call ``progress(done, total, stage)``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from tqdm import tqdm
+
+__all__ = ["Progress", "terminal_progress"]
+
+Progress = Callable[[int, int, str], None]
+
+
+@contextmanager
+def terminal_progress(desc: str = "") -> Iterator[Progress]:
+    """A tqdm bar on stderr driven through the :data:`Progress` callback protocol."""
+    bar: tqdm | None = None
+    stage = None
+
+    def update(done: int, total: int, text: str) -> None:
+        nonlocal bar, stage
+        if bar is None or text != stage or bar.total != total:
+            if bar is not None:
+                bar.close()
+            bar = tqdm(total=total, desc=f"{desc} {text}".strip(), file=sys.stderr, leave=False)
+            stage = text
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
