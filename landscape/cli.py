@@ -83,9 +83,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 # The default study: digits + cnn, SGD and gRDA from one shared initial checkpoint.
 DEFAULT_RUNS: dict[str, dict] = {
     "sgd": {"optimizer": "sgd", "lr": 0.1},
-    "grda": {"optimizer": "grda", "lr": 0.1, "c": 0.02, "mu": 0.7},
+    "grda": {"optimizer": "grda", "lr": 0.1, "c": 0.03, "mu": 0.7},
 }
-DEFAULT_COMMON: dict = {"data": "digits", "arch": "cnn", "epochs": 40, "snapshots": 11, "seed": 0}
+DEFAULT_COMMON: dict = {
+    "data": "digits",
+    "arch": "cnn",
+    "epochs": 60,
+    "lr_schedule": "paper",
+    "snapshots": 11,
+    "seed": 0,
+}
 
 
 def make_defaults(out: Path, *, epochs: int | None = None) -> dict[str, dict]:

@@ -24,13 +24,14 @@ def terminal_progress(desc: str = "") -> Iterator[Progress]:
 
     def update(done: int, total: int, text: str) -> None:
         nonlocal bar, stage
-        if bar is None or text != stage or bar.total != total:
+        if bar is None or bar.total != total:
             if bar is not None:
                 bar.close()
-            bar = tqdm(total=total, desc=f"{desc} {text}".strip(), file=sys.stderr, leave=False)
+            bar = tqdm(total=total, desc=desc, file=sys.stderr, leave=False, mininterval=0.2)
+        if text != stage:
+            bar.set_description(f"{desc} {text}".strip(), refresh=False)
             stage = text
-        bar.n = done
-        bar.refresh()
+        bar.update(done - bar.n)
 
     try:
         yield update
