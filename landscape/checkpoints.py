@@ -102,13 +102,20 @@ def save_checkpoint(
         state = state.state_dict()
     if "arch" not in meta or "name" not in meta["arch"]:
         raise CheckpointError("metadata needs arch = {name, kwargs}")
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    # float32 throughout, so the hash returned here equals the one load_checkpoint computes.
+    tensors = {
+        k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous().clone()
+        for k, v in state.items()
+    }
     full_meta = {"format_version": FORMAT_VERSION, **meta}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(full_meta, sort_keys=True)})
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(full_meta, sort_keys=True)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return content_hash(tensors)
 
 
