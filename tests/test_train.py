@@ -122,3 +122,16 @@ def test_default_runs_are_reproduced(tmp_path):
         load_checkpoint(tmp_path / "init.safetensors").state["classifier.2.weight"],
         load_checkpoint(REPO / "checkpoints" / "init.safetensors").state["classifier.2.weight"],
     )
+
+
+def test_training_on_the_requested_device(tmp_path, device):
+    """`pytest --device cuda` trains on the GPU; the checkpoint comes back as CPU tensors."""
+    cpu = train(TrainConfig(**TINY, optimizer="grda", c=0.05, snapshots=0), tmp_path / "cpu")
+    dev = train(
+        TrainConfig(**TINY, optimizer="grda", c=0.05, snapshots=0, device=device), tmp_path / "d"
+    )
+    ckpt = load_checkpoint(tmp_path / "d" / "final.safetensors")
+    assert all(t.device.type == "cpu" for t in ckpt.state.values())
+    assert dev.record["metrics"]["test_acc"] == pytest.approx(
+        cpu.record["metrics"]["test_acc"], abs=0.02
+    )
