@@ -1,0 +1,466 @@
+"""Bezier curves between minima: closed forms, exact endpoints, fitting, store, CLI, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import landscape.curves as curves
+from landscape.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from landscape.cli import main
+from landscape.curves import (
+    PATH_METRICS,
+    BezierCurve,
+    CurveConfig,
+    PathResult,
+    bernstein,
+    curve_study,
+    evaluate_path,
+    fit_curve,
+    load_curve,
+    save_curve,
+    summarize,
+)
+from landscape.data import load_dataset
+from landscape.evaluate import METRICS, EvalData, evaluate_point
+from landscape.models import build_model
+from landscape.params import evaluate, flatten, recalibrate_bn, split_state
+from landscape.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+SGD = REPO / "checkpoints" / "sgd" / "final.safetensors"
+GRDA = REPO / "checkpoints" / "grda" / "final.safetensors"
+TINY_CNN = {"channels": [4, 8], "hidden": 16}
+DIGITS = {"name": "digits", "split_seed": 0}
+EVALUATE_POINTS = curves.evaluate_points  # the real one, to restore after patching
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """One torch thread (tiny models, busy machine) and a store outside the repo."""
+    monkeypatch.setenv("LANDSCAPE_HOME", str(tmp_path / "home"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _checkpoint(path: Path, seed: int, *, arch: str = "cnn", kwargs: dict | None = None):
+    """A seeded, untrained digits model saved as a checkpoint."""
+    kwargs = {"in_shape": [1, 8, 8], "num_classes": 10, **(TINY_CNN if kwargs is None else kwargs)}
+    torch.manual_seed(seed)
+    model = build_model(arch, **kwargs)
+    meta = {"arch": {"name": arch, "kwargs": kwargs}, "data": DIGITS, "metrics": {}}
+    save_checkpoint(path, model, meta)
+    return load_checkpoint(path)
+
+
+@pytest.fixture(scope="module")
+def ends(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ends")
+    return _checkpoint(folder / "a.safetensors", 1), _checkpoint(folder / "b.safetensors", 2)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _params(ck):
+    model = ck.build_model()
+    return model, split_state(model, ck.state)[0]
+
+
+def _random_named(like, seed):
+    g = torch.Generator().manual_seed(seed)
+    return {n: torch.randn(v.shape, generator=g) for n, v in like.items()}
+
+
+@pytest.mark.parametrize(
+    ("k", "closed"),
+    [
+        (2, lambda t: [(1 - t) ** 2, 2 * t * (1 - t), t**2]),
+        (3, lambda t: [(1 - t) ** 3, 3 * t * (1 - t) ** 2, 3 * t**2 * (1 - t), t**3]),
+    ],
+)
+def test_bernstein_closed_forms(k, closed):
+    t = torch.tensor([0.0, 0.1, 0.25, 0.5, 0.8, 1.0], dtype=torch.float64)
+    got = bernstein(k, t.tolist()).double()
+    want = torch.stack(closed(t), dim=1)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3, 5])
+def test_bernstein_rows_sum_to_one_and_endpoints_exact(k):
+    t = torch.rand(50, generator=torch.Generator().manual_seed(k))
+    b = bernstein(k, t)
+    assert b.shape == (50, k + 1)
+    torch.testing.assert_close(b.sum(1), torch.ones(50), rtol=0, atol=1e-6)
+    ends = bernstein(k, [0.0, 1.0])
+    assert ends[0].tolist() == [1.0] + [0.0] * k
+    assert ends[1].tolist() == [0.0] * k + [1.0]
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_curve_points_exact_ends_and_match_naive_sum(order):
+    model = build_model("cnn", **TINY_CNN)
+    like = dict(model.named_parameters())
+    a, b = _random_named(like, 0), _random_named(like, 1)
+    bends = [_random_named(like, 10 + i) for i in range(order - 1)]
+    curve = BezierCurve(a, b, bends)
+    assert curve.order == order
+    for n in a:
+        assert torch.equal(curve.point(0.0)[n], a[n])
+        assert torch.equal(curve.point(1.0)[n], b[n])
+    controls = [a, *bends, b]
+    for t in (0.13, 0.5, 0.92):
+        got = curve.point(t)
+        for n in a:
+            naive = sum(
+                math.comb(order, i) * t**i * (1 - t) ** (order - i) * controls[i][n].double()
+                for i in range(order + 1)
+            )
+            torch.testing.assert_close(got[n].double(), naive, rtol=1e-5, atol=1e-5)
+
+
+def test_bends_start_on_the_line():
+    model = build_model("mlp", widths=(7,))
+    like = dict(model.named_parameters())
+    a, b = _random_named(like, 0), _random_named(like, 1)
+    for order in (2, 3):
+        curve = BezierCurve(a, b, order=order)
+        for t in (0.0, 0.3, 0.77, 1.0):
+            p = curve.point(t)
+            for n in a:
+                torch.testing.assert_close(p[n], (1 - t) * a[n] + t * b[n], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("t", [-0.1, 1.0001, float("nan")])
+def test_point_outside_unit_interval_is_an_error(t):
+    model = build_model("mlp", widths=(7,))
+    like = dict(model.named_parameters())
+    curve = BezierCurve(_random_named(like, 0), _random_named(like, 1))
+    with pytest.raises(ValueError, match=r"t must be in \[0, 1\]"):
+        curve.point(t)
+
+
+def test_order_below_one_is_an_error(ends, digits):
+    a, b = ends
+    like = _params(a)[1]
+    with pytest.raises(ValueError, match="order must be >= 1"):
+        BezierCurve(like, like, order=0)
+    with pytest.raises(ValueError, match="order must be >= 1"):
+        fit_curve(a, b, CurveConfig(order=0), digits)
+    with pytest.raises(ValueError, match="order must be >= 1"):
+        curve_study(a, b, CurveConfig(order=0))
+
+
+def test_endpoints_of_different_architectures_are_an_error(tmp_path, ends, digits):
+    a, _ = ends
+    mlp = _checkpoint(tmp_path / "mlp.safetensors", 3, arch="mlp", kwargs={"widths": [8]})
+    with pytest.raises(ValueError, match="different architectures"):
+        fit_curve(a, mlp, CurveConfig(epochs=0), digits)
+    wider = _checkpoint(tmp_path / "w.safetensors", 3, kwargs={"channels": [4, 8], "hidden": 9})
+    with pytest.raises(ValueError, match="different architectures"):
+        curve_study(a, wider, CurveConfig(epochs=0))
+    # Same architecture record, different tensor shapes (a hand-made state).
+    state = dict(a.state)
+    state["classifier.2.weight"] = torch.zeros(10, 9)
+    odd = dataclasses.replace(a, state=state, hash="odd")
+    with pytest.raises(ValueError, match="different shapes for classifier.2.weight"):
+        fit_curve(a, odd, CurveConfig(epochs=0), digits)
+
+
+def test_fit_step_follows_the_chain_rule(ends, digits):
+    """One full-batch SGD step moves the bend by -lr * 2t(1-t) * dL/dw at phi(t)."""
+    a, b = ends
+    cfg = CurveConfig(
+        epochs=1, lr=0.3, momentum=0.0, weight_decay=0.0, batch_size=5000, lr_schedule="const"
+    )
+    curve = fit_curve(a, b, cfg, digits)
+    # Replay the random stream: batches() draws the permutation first, then t is drawn.
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.randperm(len(digits.y_train), generator=gen)
+    t = float(torch.rand((), generator=gen))
+    model, pa = _params(a)
+    pb = _params(b)[1]
+    model.train()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_((1 - t) * pa[n] + t * pb[n])  # phi(t) with the bend on the line
+    loss = F.cross_entropy(model(digits.x_train), digits.y_train)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    for (n, _), g in zip(model.named_parameters(), grads, strict=True):
+        start = (pa[n] + pb[n]) / 2
+        want = start - cfg.lr * 2 * t * (1 - t) * g
+        torch.testing.assert_close(curve.bends[0][n], want, rtol=1e-4, atol=1e-6)
+    assert len(curve.history) == 1 and curve.history[0] == pytest.approx(loss.item(), rel=1e-4)
+
+
+def test_curve_ends_evaluate_like_the_checkpoints(ends, digits):
+    a, b = ends
+    model, pa = _params(a)
+    pb = _params(b)[1]
+    data = EvalData.from_dataset(digits)
+    curve = fit_curve(a, b, CurveConfig(epochs=1), digits)
+    path = evaluate_path(model, curve, [0.0, 0.5, 1.0], data)
+    for i, p in ((0, pa), (2, pb)):
+        direct = evaluate_point(model, p, data)
+        buffers = recalibrate_bn(model, p, digits.x_train)
+        tr = evaluate(model, p, buffers, digits.x_train, digits.y_train)
+        te = evaluate(model, p, buffers, digits.x_test, digits.y_test)
+        reference = dict(zip(METRICS, (tr.loss, tr.acc, te.loss, te.acc), strict=True))
+        for m in METRICS:
+            assert getattr(path, m)[i] == direct[m]
+            assert getattr(path, m)[i] == pytest.approx(reference[m], rel=1e-5, abs=1e-7)
+    assert path.weight_norm[0] == pytest.approx(float(flatten(pa).double().norm()), rel=1e-9)
+
+
+def test_bn_recalibration_ignores_endpoint_statistics(ends, digits):
+    a, b = ends
+    model = a.build_model()
+    data = EvalData.from_dataset(digits)
+
+    def corrupt(ck):
+        state = {k: torch.full_like(v, 123.0) if "running" in k else v for k, v in ck.state.items()}
+        return dataclasses.replace(ck, state=state)
+
+    cfg = CurveConfig(epochs=1)
+    clean = fit_curve(a, b, cfg, digits)
+    dirty = fit_curve(corrupt(a), corrupt(b), cfg, digits)
+    torch.testing.assert_close(dirty.inner, clean.inner, rtol=0, atol=0)
+    r1 = evaluate_path(model, clean, 5, data)
+    r2 = evaluate_path(model, dirty, 5, data)
+    for m in PATH_METRICS:
+        np.testing.assert_array_equal(getattr(r1, m), getattr(r2, m))
+
+
+def test_unfitted_curve_equals_the_line(ends):
+    a, b = ends
+    stored = curve_study(a, b, CurveConfig(epochs=0, points=9))
+    for m in PATH_METRICS:
+        np.testing.assert_allclose(
+            stored.arrays[f"curve_{m}"], stored.arrays[f"line_{m}"], rtol=1e-6, atol=1e-6
+        )
+
+
+def test_summary_against_direct_computation(ends, digits):
+    a, b = ends
+    model, pa = _params(a)
+    pb = _params(b)[1]
+    curve = fit_curve(a, b, CurveConfig(epochs=1, lr=0.5), digits)
+    data = EvalData.from_dataset(digits)
+    path = evaluate_path(model, curve, 11, data)
+    s = summarize(path)
+    t = np.linspace(0, 1, 11)
+    loss = path.train_loss
+    naive_barrier = max(loss[i] - ((1 - t[i]) * loss[0] + t[i] * loss[-1]) for i in range(11))
+    assert s["barrier"]["train_loss"]["height"] == pytest.approx(naive_barrier)
+    flats = [flatten(curve.point(float(ti))).double() for ti in t]
+    length = sum(float((flats[i + 1] - flats[i]).norm()) for i in range(10))
+    assert s["length"] == pytest.approx(length, rel=1e-6)
+    assert s["midpoint"]["t"] == 0.5
+    assert s["midpoint"]["test_acc"] == path.test_acc[5]
+    assert s["best_test_acc"]["value"] == path.test_acc.max()
+    assert s["metrics"]["train_loss"]["max"] == loss.max()
+    assert s["metrics"]["train_loss"]["t_max"] == t[np.argmax(loss)]
+    assert s["metrics"]["weight_norm"]["start"] == pytest.approx(float(flatten(pa).norm()))
+    # The straight line: length |B - A|, and never above its own chord in weight norm terms.
+    line = evaluate_path(model, BezierCurve(pa, pb, order=1), 11, data)
+    assert summarize(line)["length"] == pytest.approx(float((flatten(pb) - flatten(pa)).norm()))
+
+
+def test_sparsity_along_the_line(digits):
+    """Planted zeros: exact zeros where both ends are zero, small entries below 1e-3."""
+    torch.manual_seed(0)
+    model = build_model("cnn", **TINY_CNN)
+    pa = {n: torch.randn_like(p) + 3.0 for n, p in model.named_parameters()}
+    pb = {n: torch.randn_like(p) + 3.0 for n, p in model.named_parameters()}
+    w = "classifier.2.weight"
+    pa[w][:4] = 0.0  # 64 zeros (4 rows of 16) in both ends
+    pb[w][:4] = 0.0
+    pb[w][4] = 0.0  # 16 more zeros only in B
+    pa[w][5, :3] = 1e-4  # 3 small entries only in A
+    data = EvalData.from_dataset(digits, bn_subset=64)
+    path = evaluate_path(model, BezierCurve(pa, pb, order=1), [0.0, 0.5, 1.0], data)
+    total = sum(pa[n].numel() for n in path.layers)
+    assert path.sparsity.tolist() == pytest.approx([64 / total, 64 / total, 80 / total])
+    assert path.sparsity_small.tolist() == pytest.approx([67 / total, 64 / total, 80 / total])
+    col = path.layers.index(w)
+    assert path.layer_sparsity[:, col].tolist() == pytest.approx([0.4, 0.4, 0.5])
+    assert path.layer_sparsity.shape == (3, len(path.layers))
+
+
+def test_save_load_round_trip_and_hash_checks(tmp_path, ends, digits):
+    a, b = ends
+    curve = fit_curve(a, b, CurveConfig(epochs=1, order=3), digits)
+    path = save_curve(tmp_path / "c.safetensors", curve, a, b, CurveConfig(order=3))
+    back = load_curve(path, a, b)
+    assert back.order == 3 and back.history == curve.history
+    for got, want in zip(back.bends, curve.bends, strict=True):
+        for n in want:
+            assert torch.equal(got[n], want[n])
+    with pytest.raises(CheckpointError, match="swapped"):
+        load_curve(path, b, a)
+    other = _checkpoint(tmp_path / "o.safetensors", 7)
+    with pytest.raises(CheckpointError, match="was fitted between"):
+        load_curve(path, a, other)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a curve")
+    with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        load_curve(tmp_path / "junk.safetensors", a, b)
+    with pytest.raises(CheckpointError, match="not a curve file"):
+        load_curve(a.path, a, b)
+
+
+def test_study_is_stored_and_reused(ends, monkeypatch):
+    a, b = ends
+    stages = set()
+    cfg = CurveConfig(epochs=1, points=7, bn_subset=500)
+    stored = curve_study(a, b, cfg, progress=lambda d, t, s: stages.add(s))
+    assert stages == {"fitting curve", "evaluating curve", "evaluating line"}
+    d = stored.data
+    assert set(d) >= {"summary", "curve_file", "config", "endpoints", "bn_samples", "layers"}
+    assert d["bn_samples"] == 500 and d["config"]["points"] == 7
+    assert d["endpoints"]["a"]["hash"] == a.hash and len(d["fit_history"]) == 1
+    assert Path(d["curve_file"]).parent == Store().root / "curve"
+    assert load_curve(d["curve_file"], a, b).order == 2
+    for prefix in ("curve", "line"):
+        for m in PATH_METRICS:
+            assert stored.arrays[f"{prefix}_{m}"].shape == (7,)
+        assert stored.arrays[f"{prefix}_layer_sparsity"].shape == (7, len(d["layers"]))
+        again = PathResult.from_arrays(stored.arrays, prefix, d["layers"])
+        assert summarize(again) == d["summary"][prefix]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(curves, "fit_curve", fail)
+    monkeypatch.setattr(curves, "evaluate_points", fail)
+    same = curve_study(a, b, cfg)  # stored: neither fitted nor evaluated again
+    assert same.key == stored.key
+    for k, v in stored.arrays.items():
+        np.testing.assert_array_equal(same.arrays[k], v)
+    # Another number of points: a new result, but the fit is reused from the store.
+    monkeypatch.setattr(curves, "evaluate_points", EVALUATE_POINTS)
+    more = curve_study(a, b, dataclasses.replace(cfg, points=5))
+    assert more.key != stored.key and more.data["curve_file"] == d["curve_file"]
+
+
+def test_study_with_given_curve(ends, digits, tmp_path):
+    a, b = ends
+    curve = fit_curve(a, b, CurveConfig(epochs=1, lr=0.2), digits)
+    stored = curve_study(a, b, CurveConfig(points=5), curve=curve)
+    assert load_curve(stored.data["curve_file"], a, b).inner.equal(curve.inner)
+    with pytest.raises(ValueError, match="does not run between"):
+        curve_study(b, a, CurveConfig(points=5), curve=curve)
+
+
+@pytest.mark.slow
+def test_fitting_lowers_train_loss_on_default_runs(digits):
+    a, b = load_checkpoint(SGD), load_checkpoint(GRDA)
+    model, pa = _params(a)
+    pb = _params(b)[1]
+    curve = fit_curve(a, b, CurveConfig(epochs=3), digits)
+    data = EvalData.from_dataset(digits)
+    fitted = evaluate_path(model, curve, 11, data)
+    line = evaluate_path(model, BezierCurve(pa, pb, order=1), 11, data)
+    assert fitted.train_loss.mean() < 0.9 * line.train_loss.mean()
+    assert fitted.train_loss[1:-1].max() < line.train_loss[1:-1].max()
+
+
+def test_cli_writes_files_and_summary(ends, tmp_path, capsys):
+    a, b = ends
+    out = tmp_path / "out"
+    argv = ["curve", str(a.path), str(b.path), "--out", str(out), "--epochs", "1"]
+    assert main([*argv, "--points", "5", "--store", str(tmp_path / "s")]) == 0
+    text = capsys.readouterr().out
+    assert "train barrier" in text and "\ncurve " in text and "\nline " in text
+    doc = json.loads((out / "result.json").read_text())
+    assert set(doc["summary"]) == {"curve", "line"} and doc["bn_samples"] == 1347
+    rows = (out / "path.csv").read_text().strip().splitlines()
+    assert len(rows) == 6 and rows[0].split(",")[:3] == ["t", "curve_train_loss", "curve_train_acc"]
+    assert len(rows[0].split(",")) == 1 + 2 * len(PATH_METRICS)
+    assert load_curve(out / "curve.safetensors", a, b).order == 2
+    # Reuse the written curve: same numbers along it.
+    again = tmp_path / "again"
+    argv2 = ["curve", str(a.path), str(b.path), "--out", str(again), "--points", "5"]
+    assert main([*argv2, "--curve", str(out / "curve.safetensors")]) == 0
+    first = np.loadtxt(out / "path.csv", delimiter=",", skiprows=1)
+    second = np.loadtxt(again / "path.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(second, first, rtol=1e-6)
+
+
+def test_cli_errors_write_nothing(ends, tmp_path, capsys):
+    a, b = ends
+    out = tmp_path / "out"
+    pa = _params(a)[1]
+    wrong = save_curve(tmp_path / "w.safetensors", BezierCurve(pa, pa), a, a, CurveConfig())
+    base = ["curve", str(a.path), str(b.path), "--out", str(out)]
+    for extra, msg in (
+        (["--curve", str(wrong)], "was fitted between"),
+        (["--order", "0"], "order must be >= 1"),
+        (["--points", "1"], "points must be >= 2"),
+    ):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and msg in err
+        assert not out.exists()
+
+
+def _cli(args: list[str], home: Path) -> subprocess.Popen:
+    env = {**os.environ, "LANDSCAPE_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "landscape", "curve", *args]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_clean_result(ends, tmp_path):
+    """SIGKILL once a partial result is saved, re-run, compare with a clean run.
+
+    Partials are saved every 2 s and when a path is done: the kill lands inside the curve's
+    evaluation on a slow machine, inside the line's on a fast one.
+    """
+    a, b = ends
+    args = [str(a.path), str(b.path), "--epochs", "1", "--points", "121"]
+    run = _cli([*args, "--out", str(tmp_path / "killed")], tmp_path / "home")
+    partials = tmp_path / "home" / "results" / "curve"
+    deadline = time.monotonic() + 120
+    while not list(partials.glob("*-curve-*.partial.npz")):
+        assert run.poll() is None, run.communicate()
+        assert time.monotonic() < deadline, "no partial result appeared"
+        time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert not (tmp_path / "killed" / "result.json").exists()
+    resumed = _cli([*args, "--out", str(tmp_path / "killed")], tmp_path / "home")
+    clean = _cli([*args, "--out", str(tmp_path / "clean")], tmp_path / "home2")
+    for proc in (resumed, clean):
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    got = np.loadtxt(tmp_path / "killed" / "path.csv", delimiter=",", skiprows=1)
+    want = np.loadtxt(tmp_path / "clean" / "path.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    assert not list(partials.glob("*.partial.npz"))  # cleaned up once the result is stored
+
+
+def test_study_on_device(ends, tmp_path, device):
+    """``pytest --device cuda``: fit and evaluation on the device agree with the CPU run."""
+    a, b = ends
+    cfg = CurveConfig(epochs=2, points=5, device=device)
+    got = curve_study(a, b, cfg, store=Store(tmp_path / "dev"))
+    want = curve_study(a, b, dataclasses.replace(cfg, device="cpu"), store=Store(tmp_path / "cpu"))
+    assert got.key == want.key  # the device is not part of the result's identity
+    for k, v in want.arrays.items():
+        np.testing.assert_allclose(got.arrays[k], v, rtol=1e-2, atol=1e-3, err_msg=k)
