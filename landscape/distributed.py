@@ -1,0 +1,259 @@
+"""Grid evaluation sharded over processes with torch.distributed (gloo on CPU, nccl on GPU).
+
+Each rank evaluates the points ``i`` with ``i % world == rank`` (``evaluate_points`` with
+``shard=(rank, world)``), keeping its own partial file so a killed run resumes per rank; the
+ranks' arrays (NaN where not evaluated) are summed with one ``all_reduce`` so every rank holds
+the full result, and rank 0 alone writes it to the store. Ranks come from torchrun's environment
+(``torchrun --nproc_per_node N -m landscape plane ...``) or from :func:`launch`, which starts N
+local copies of the same command line with that environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from landscape.evaluate import METRICS, EvalData, evaluate_points
+from landscape.progress import Progress
+from landscape.store import Arrays, Store, Stored, result_key
+
+__all__ = [
+    "Group",
+    "current_shard",
+    "evaluate_sharded",
+    "launch",
+    "process_group",
+    "relaunch_argv",
+    "stored",
+]
+
+_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place in the process group.
+
+    Attributes:
+        rank: index of this process (0 writes results and prints).
+        world: number of processes.
+        device: the device this rank evaluates on (``cuda:<local rank>`` under nccl).
+    """
+
+    rank: int
+    world: int
+    device: str
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return (self.rank, self.world)
+
+
+def current_shard() -> tuple[int, int]:
+    """(rank, world) of the initialised process group, or (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@contextmanager
+def process_group(device: str = "cpu") -> Iterator[Group]:
+    """Join the process group that torchrun's environment describes, for the ``with`` block.
+
+    Without ``WORLD_SIZE`` > 1 in the environment (a plain run) nothing is initialised and the
+    group is rank 0 of 1. On CUDA each rank uses ``cuda:<LOCAL_RANK>`` and nccl; on CPU gloo.
+
+    Args:
+        device: "cpu" or "cuda" as given on the command line.
+
+    Returns:
+        A context manager yielding the :class:`Group`.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or dist.is_initialized():
+        rank, world = current_shard()
+        yield Group(rank, world, device)
+        return
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    if "OMP_NUM_THREADS" not in os.environ:
+        # N ranks on one machine share its cores; more threads than cores thrash.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", init_method="env://")
+    try:
+        yield Group(rank, world, device)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(nproc: int, argv: list[str], *, poll_s: float = 0.2) -> int:
+    """Run ``python -m landscape argv`` as ``nproc`` local ranks of one process group.
+
+    Sets the same environment variables as torchrun (RANK, WORLD_SIZE, LOCAL_RANK,
+    MASTER_ADDR, MASTER_PORT). If one rank fails the others are stopped, so nobody waits for
+    it in a collective.
+
+    Args:
+        nproc: number of processes (>= 1).
+        argv: the command line after ``landscape``.
+        poll_s: how often the children are checked.
+
+    Returns:
+        0 if every rank succeeded, else the first non-zero exit status.
+    """
+    if nproc < 1:
+        raise ValueError(f"--launcher needs at least 1 process, got {nproc}")
+    port = str(_free_port())
+    procs = []
+    for rank in range(nproc):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank)}
+        env |= {"WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        procs.append(subprocess.Popen([sys.executable, "-m", "landscape", *argv], env=env))
+    status = 0
+    try:
+        while any(p.poll() is None for p in procs) and status == 0:
+            status = next((p.returncode for p in procs if p.returncode), 0)
+            time.sleep(poll_s)
+        status = status or next((p.returncode for p in procs if p.returncode), 0)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+            p.wait()
+    return status
+
+
+def _all_reduce_points(out: dict[str, np.ndarray], device: str) -> dict[str, np.ndarray]:
+    """Combine the ranks' shards: values summed where done, NaN where no rank evaluated."""
+    done = out["done"]
+    keys = list(METRICS)
+    stack = np.stack([np.where(done, out[m], 0.0) for m in keys] + [done.astype(float)])
+    # nccl reduces CUDA tensors only; gloo CPU tensors.
+    t = torch.from_numpy(stack).to(device if device.startswith("cuda") else "cpu")
+    dist.all_reduce(t)
+    total = t.cpu().numpy()
+    count = total[-1]
+    if (count > 1).any():
+        raise RuntimeError("two ranks evaluated the same point; shards must not overlap")
+    merged = {m: np.where(count == 1, total[i], np.nan) for i, m in enumerate(keys)}
+    return {**merged, "done": count == 1}
+
+
+def evaluate_sharded(
+    model: torch.nn.Module,
+    point: Callable[[int], Any],
+    n: int,
+    data: EvalData,
+    *,
+    store: Store | None = None,
+    kind: str = "",
+    key: str = "",
+    shard: tuple[int, int] | None = None,
+    progress: Progress | None = None,
+    stage: str = "evaluating points",
+    evaluate_fn: Callable[[Any], dict[str, float]] | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`evaluate_points` on this rank's share, then the full arrays on every rank.
+
+    Args:
+        model, point, n, data, store, kind, progress, stage, evaluate_fn: as in
+            :func:`landscape.evaluate.evaluate_points`.
+        key: result key; with world > 1 each rank keeps its partial file under
+            ``<key>-rank<r>of<w>`` (a re-run with the same world resumes per rank).
+        shard: (rank, world); None: :func:`current_shard`.
+
+    Returns:
+        ``{metric: (n,)}`` and ``done`` (all True unless a rank skipped points).
+    """
+    rank, world = shard if shard is not None else current_shard()
+    part_key = key if world == 1 or not key else f"{key}-rank{rank}of{world}"
+    out = evaluate_points(
+        model,
+        point,
+        n,
+        data,
+        progress=progress,
+        store=store,
+        kind=kind,
+        key=part_key,
+        shard=(rank, world),
+        stage=stage,
+        evaluate_fn=evaluate_fn,
+    )
+    if world == 1:
+        return out
+    merged = _all_reduce_points(out, str(data.x_train.device))
+    if store is not None and key:
+        store.clear_partial(kind, part_key)
+    return merged
+
+
+def _broadcast(obj: Any) -> Any:
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def stored(
+    store: Store,
+    kind: str,
+    inputs: dict[str, Any],
+    compute: Callable[[str], tuple[dict[str, Any], Arrays | None]],
+    *,
+    shard: tuple[int, int] | None = None,
+) -> Stored:
+    """:meth:`Store.get_or_compute` for one process or for every rank of a group.
+
+    With world > 1 rank 0 alone reads and writes the store; whether the result is already
+    there is broadcast, so all ranks either return it or run ``compute`` (which must call
+    :func:`evaluate_sharded`) together. Every rank returns the same result.
+    """
+    rank, world = shard if shard is not None else current_shard()
+    if world == 1:
+        return store.get_or_compute(kind, inputs, compute)
+    key = result_key(kind, inputs)
+    found = _broadcast(store.load(kind, key) if rank == 0 else None)
+    if found is not None:
+        return found
+    data, arrays = compute(key)
+    data = {**data, "inputs": inputs}
+    if rank == 0:
+        with store.lock(kind, key):
+            return store.save(kind, key, data, arrays)
+    return Stored(kind, key, data, dict(arrays or {}))
+
+
+def relaunch_argv(args: argparse.Namespace, parse: Callable[[list[str]], Any]) -> list[str]:
+    """This process's command line after the program name, checked to parse to ``args``.
+
+    :func:`launch` starts copies of the command line; from Python (``main([...])``) sys.argv is
+    someone else's, so that is refused rather than launching the wrong command.
+    """
+    argv = sys.argv[1:]
+    try:
+        same = parse(argv) == args
+    except SystemExit:
+        same = False
+    if not same:
+        raise ValueError("--launcher works from the command line only; in Python use torchrun")
+    return argv

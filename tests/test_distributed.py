@@ -1,0 +1,93 @@
+"""Grid evaluation sharded over processes (gloo) gives the single-process numbers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from landscape.checkpoints import load_checkpoint, save_checkpoint
+from landscape.cli import main
+from landscape.distributed import launch
+from landscape.evaluate import METRICS
+from landscape.models import build_model
+from landscape.store import Store
+from landscape.surfaces import PlaneConfig, plane_study
+
+REPO = Path(__file__).resolve().parent.parent
+CNN = {
+    "name": "cnn",
+    "kwargs": {"in_shape": [1, 8, 8], "num_classes": 10, "channels": [4, 6], "hidden": 8},
+}
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANDSCAPE_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def ckpts(tmp_path) -> list[Path]:
+    paths = []
+    for i in range(3):
+        torch.manual_seed(i)
+        model = build_model(CNN["name"], **CNN["kwargs"])
+        path = tmp_path / f"c{i}.safetensors"
+        save_checkpoint(path, model, {"arch": CNN, "data": {"name": "digits", "split_seed": 0}})
+        paths.append(path)
+    return paths
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("starter", ["launcher", "torchrun"])
+def test_two_gloo_processes_give_the_single_process_result(ckpts, tmp_path, starter):
+    store = Store(tmp_path / "dist")
+    args = ["plane", str(ckpts[0]), str(ckpts[2]), "--third", str(ckpts[1]), "--grid", "5"]
+    args += ["--bn-subset", "128", "--store", str(store.root)]
+    if starter == "launcher":
+        cmd = [sys.executable, "-m", "landscape", *args, "--launcher", "2"]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        cmd += ["--nproc_per_node", "2", "-m", "landscape", *args]
+    run = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("train_loss") == 1  # rank 0 alone prints
+    a, c, b = (load_checkpoint(p) for p in ckpts)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = PlaneConfig(grid=5, bn_subset=128)
+        single = plane_study(a, b, c, cfg, store=Store(tmp_path / "single"))
+    finally:
+        torch.set_num_threads(threads)
+    sharded = store.load("plane", single.key)
+    assert sharded is not None, "rank 0 did not write the result under the same key"
+    for m in METRICS:
+        assert not np.isnan(sharded.arrays[m]).any()
+        assert np.allclose(sharded.arrays[m], single.arrays[m], rtol=0, atol=1e-6)
+    assert not list(store.root.glob("plane/*.partial.npz"))  # every rank cleaned up
+
+
+@pytest.mark.slow
+def test_launch_reports_a_failing_rank():
+    assert launch(2, ["info", "/no/such/file.safetensors"]) == 2
+
+
+def test_launcher_is_refused_from_python(ckpts, capsys):
+    argv = ["plane", str(ckpts[0]), str(ckpts[2]), "--third", str(ckpts[1]), "--launcher", "2"]
+    assert main(argv) == 2
+    assert "command line" in capsys.readouterr().err
+
+
+def test_launch_rejects_zero_processes():
+    with pytest.raises(ValueError, match="at least 1"):
+        launch(0, ["info"])
