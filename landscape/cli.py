@@ -637,7 +637,23 @@ def _add_upload(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_upload)
 
 
-_COMMANDS = [_add_train, _add_defaults, _add_info, _add_app, _add_sweep, _add_prune, _add_masks, _add_plane, _add_pca, _add_random_plane, _add_slice, _add_hessian, _add_curve, _add_study, _add_upload]
+_COMMANDS = [
+    _add_train,
+    _add_defaults,
+    _add_info,
+    _add_app,
+    _add_sweep,
+    _add_prune,
+    _add_masks,
+    _add_plane,
+    _add_pca,
+    _add_random_plane,
+    _add_slice,
+    _add_hessian,
+    _add_curve,
+    _add_study,
+    _add_upload,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
