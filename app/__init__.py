@@ -1,0 +1,1 @@
+"""Streamlit dashboard: `streamlit run app/main.py` from the repository root."""

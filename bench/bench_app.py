@@ -1,0 +1,188 @@
+"""Dashboard benchmark: computing the default study, first page drawn, page switches.
+
+1. Compute the whole default study from nothing (curve, plane, PCA plane, Hessian with 1D
+   slices) through the jobs the pages run when "Compute" is pressed (``app.state``), with the
+   pages' default options; each job's time beside the app's own estimate. Baseline measured in
+   the same run: one forward pass over the training data (from timing ``evaluate_points``),
+   so the figures can be read as multiples of it on a machine shared with others.
+2. With those results stored, start ``streamlit run app/main.py`` and, in headless Chromium,
+   time from ``page.goto(url)`` until the Overview's charts are drawn (first visit right after
+   the server starts, then fresh browser contexts on the warm server), and page switches
+   (click in the sidebar until the page's charts are drawn). Baseline: a minimal two-page
+   Streamlit app with small Plotly charts, visited the same way; interleaved repeats, medians.
+
+Targets: default study <= 120 s on 2 cores; first page <= 3 s; page switch <= 1 s.
+
+Usage: ``.venv/bin/python bench/bench_app.py [--repeats 5] [--home DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `app` is not installed
+
+PAGES = {  # page name in the sidebar -> charts drawn when its results are stored
+    "Connectivity": 5,
+    "Plane": 1,
+    "Trajectories": 1,
+    "Directions": 3,
+    "Overview": 2,
+}
+
+
+def compute_default_study(home: Path) -> dict[str, float]:
+    """Run every default job of the pages into ``home``; seconds per job and in total."""
+    import os
+
+    os.environ["LANDSCAPE_HOME"] = str(home)
+    from app import state
+    from landscape.curves import CurveConfig
+    from landscape.hessian import HessianConfig
+    from landscape.studies import default_study
+    from landscape.surfaces import PCAConfig, PlaneConfig
+
+    study = default_study()
+    sel = state.Selection(study, study.members[0], study.members[1], "cpu")
+    hcfg = HessianConfig()
+    jobs = {
+        "curve": state.curve_job(sel, CurveConfig()),
+        "plane": state.plane_job(sel, CurveConfig(), PlaneConfig()),
+        "pca": state.pca_job(list(study.members), PCAConfig()),
+        "hessian": state.hessian_job(sel, hcfg),
+        "slices": state.slices_job(sel, 41, PlaneConfig(), hcfg),
+    }
+    rates = state.rates(sel.a, "cpu")
+    per_pass = rates.per_pass
+    print(
+        f"baseline: one forward pass over the training data = {1000 * per_pass:.1f} ms; "
+        f"one evaluated point (BN, train, test) = {1000 * rates.per_point:.1f} ms"
+    )
+    times = {}
+    for name, job in jobs.items():
+        _, estimate = state.estimate(job.cost, sel.a, "cpu")  # prerequisites ran first
+        start = time.perf_counter()
+        state.compute(job, None)
+        times[name] = time.perf_counter() - start
+        print(
+            f"  {name:<8} {times[name]:7.1f} s  (app estimate {estimate:6.1f} s, "
+            f"{times[name] / per_pass:7.0f} passes)"
+        )
+    total = sum(times.values())
+    print(
+        f"default study from nothing: {total:.1f} s (target <= 120 s), "
+        f"{total / per_pass:.0f} x one pass"
+    )
+    return times
+
+
+BASELINE_APP = """
+import plotly.graph_objects as go
+import streamlit as st
+
+
+def overview():
+    st.title("Overview")
+    st.plotly_chart(go.Figure(go.Bar(x=[1, 2, 3], y=[3, 1, 2])))
+    st.plotly_chart(go.Figure(go.Scatter(x=[1, 2, 3], y=[1, 3, 2])))
+
+
+def other():
+    st.title("Other")
+    st.plotly_chart(go.Figure(go.Contour(z=[[1, 2], [3, 4]])))
+
+
+st.navigation([st.Page(overview, title="Overview"), st.Page(other, title="Other")]).run()
+"""
+
+
+def _visit(browser, url: str, switches: dict[str, int]) -> tuple[float, dict[str, float]]:
+    """Open ``url`` in a fresh context (empty cache); time the first page, then switches."""
+    from app.serve import drawn
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    start = time.perf_counter()
+    page.goto(url)
+    drawn(page, "Overview", 2)
+    first = time.perf_counter() - start
+    times = {}
+    for name, charts in switches.items():
+        start = time.perf_counter()
+        page.locator("[data-testid=stSidebarNav] a", has_text=name).click()
+        drawn(page, name, charts)
+        times[name] = time.perf_counter() - start
+    context.close()
+    return first, times
+
+
+def browser_timings(home: Path, repeats: int) -> None:
+    """First page drawn and page switches in Chromium, beside a minimal Streamlit app.
+
+    The baseline is a two-page app of titles and small Plotly charts started the same way:
+    what Streamlit and Plotly cost on this machine before any of this app's work.
+    """
+    from playwright.sync_api import sync_playwright
+
+    from app.serve import CHROMIUM, CHROMIUM_ARGS, running_app
+
+    base_dir = Path(tempfile.mkdtemp(prefix="bench_app_baseline_"))
+    (base_dir / "baseline.py").write_text(BASELINE_APP)
+    app_first: list[float] = []
+    base_first: list[float] = []
+    app_switch: dict[str, list[float]] = {name: [] for name in PAGES}
+    base_switch: list[float] = []
+    with (
+        running_app(home) as url,
+        running_app(base_dir, script=base_dir / "baseline.py") as base_url,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        cold, _ = _visit(browser, url, {})
+        print(f"first page, first visit after the server started: {cold:.2f} s")
+        _visit(browser, base_url, {})  # the baseline server's first visit, not counted
+        for _ in range(repeats):  # interleaved: load on the machine hits both alike
+            first, times = _visit(browser, url, PAGES)
+            app_first.append(first)
+            for name, t in times.items():
+                app_switch[name].append(t)
+            first, times = _visit(browser, base_url, {"Other": 1, "Overview": 2})
+            base_first.append(first)
+            base_switch += times.values()
+        browser.close()
+    med, base = statistics.median(app_first), statistics.median(base_first)
+    print(
+        f"first page drawn (fresh browser context, warm server): median {med:.2f} s over "
+        f"{repeats} (min {min(app_first):.2f}, max {max(app_first):.2f}; target <= 3 s)"
+    )
+    print(
+        f"  minimal Streamlit + Plotly app, same run: median {base:.2f} s; ratio {med / base:.2f}"
+    )
+    base_sw = statistics.median(base_switch)
+    print(f"page switch, minimal app: median {base_sw:.2f} s")
+    for name, values in app_switch.items():
+        m = statistics.median(values)
+        print(
+            f"  switch to {name:<13} median {m:.2f} s (min {min(values):.2f}, "
+            f"max {max(values):.2f}; target <= 1 s); ratio to minimal {m / base_sw:.2f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--home", help="LANDSCAPE_HOME to use (default: a new temporary one)")
+    args = parser.parse_args()
+    home = Path(args.home or tempfile.mkdtemp(prefix="bench_app_"))
+    compute_default_study(home)
+    browser_timings(home, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

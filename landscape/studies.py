@@ -1,0 +1,403 @@
+"""Studies: named sets of two or more checkpoints that are compared with each other.
+
+The default study is the bundled pair ``checkpoints/sgd/final.safetensors`` (A, dense) and
+``checkpoints/grda/final.safetensors`` (B, sparse) with their run folders. Uploaded checkpoints
+are kept by content hash under ``home()/uploads/<hash>.safetensors`` and user studies in
+``home()/studies.json`` (written atomically under a lock), so a reload loses nothing and a bad
+upload or a bad study never touches what is already there.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from landscape.checkpoints import (
+    MAX_BYTES,
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from landscape.data import DATASETS, load_dataset
+from landscape.models import prunable_names
+from landscape.params import sparsity
+from landscape.store import Arrays, Store, Stored, _atomic_write, home, result_key
+
+__all__ = [
+    "DEFAULT_NAME",
+    "DEFAULT_ROOT",
+    "CheckpointSummary",
+    "Member",
+    "NotComputed",
+    "Study",
+    "Upload",
+    "create_study",
+    "default_study",
+    "get_study",
+    "list_studies",
+    "list_uploads",
+    "lookup",
+    "member",
+    "save_upload",
+    "summarize",
+    "upload_arch",
+]
+
+DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "checkpoints"  # the bundled runs
+DEFAULT_NAME = "default"
+UPLOAD_SUFFIXES = (".safetensors", ".pt", ".pth")
+_MAX_NAME = 80  # study names are shown in a sidebar selector
+
+
+@dataclass(frozen=True)
+class Member:
+    """One checkpoint of a study.
+
+    Attributes:
+        label: the name shown in the app (e.g. "sgd", or an uploaded file's name).
+        path: the checkpoint file.
+        run_dir: its run folder (run.json, trajectory/) when the checkpoint is a run's final
+            weights, else None.
+    """
+
+    label: str
+    path: str
+    run_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Study:
+    """A named set of two or more checkpoints; ``members[0]`` is A and ``members[1]`` is B."""
+
+    name: str
+    members: tuple[Member, ...]
+    builtin: bool = False
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A stored upload: where it lives, its content hash, and whether it was new."""
+
+    member: Member
+    hash: str
+    meta: dict[str, Any]
+    new: bool
+
+
+@dataclass(frozen=True)
+class CheckpointSummary:
+    """What the Overview page shows about one checkpoint (all read from the file)."""
+
+    hash: str
+    arch: dict[str, Any]
+    data: dict[str, Any] | None
+    optimizer: dict[str, Any] | None
+    metrics: dict[str, float]
+    n_params: int
+    sparsity: float  # fraction of exactly-zero prunable weights
+    sparsity_small: float  # fraction of prunable weights with |w| < 1e-3
+    layer_sparsity: dict[str, float]
+
+
+def default_study(root: str | Path = DEFAULT_ROOT) -> Study:
+    """The bundled study: SGD (A) and gRDA (B) runs of ``root``."""
+    root = Path(root)
+    members = tuple(
+        Member(label=name, path=str(root / name / "final.safetensors"), run_dir=str(root / name))
+        for name in ("sgd", "grda")
+    )
+    return Study(name=DEFAULT_NAME, members=members, builtin=True)
+
+
+def _index_path() -> Path:
+    return home() / "studies.json"
+
+
+def _uploads_dir() -> Path:
+    return home() / "uploads"
+
+
+def _read_index() -> dict[str, Any]:
+    path = _index_path()
+    if not path.exists():
+        return {"studies": [], "uploads": {}}
+    try:
+        index = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); fix or remove the file") from err
+    if (
+        not isinstance(index, dict)
+        or not isinstance(index.get("studies", []), list)
+        or not isinstance(index.get("uploads", {}), dict)
+    ):
+        raise ValueError(f"{path}: expected {{studies: [...], uploads: {{...}}}}")
+    return {"studies": index.get("studies", []), "uploads": index.get("uploads", {})}
+
+
+def _write_index(index: dict[str, Any]) -> None:
+    path = _index_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, json.dumps(index, indent=2, sort_keys=True).encode())
+
+
+def _lock():
+    # The store's file lock: two tabs saving a study at once must not lose either write.
+    return Store(home()).lock("studies", "index")
+
+
+def member(path: str | Path) -> Member:
+    """A study member from a checkpoint file or a run folder.
+
+    A run folder (or its ``final.safetensors``) becomes a member labelled with the folder's
+    name, with its run folder (training curves, trajectory); any other file is labelled with
+    its name.
+    """
+    path = Path(path).resolve()
+    if path.is_dir():
+        path = path / "final.safetensors"
+    run = path.parent if path.name == "final.safetensors" else None
+    if run is not None and (run / "run.json").exists():
+        return Member(label=run.name, path=str(path), run_dir=str(run))
+    return Member(label=path.stem, path=str(path))
+
+
+def list_studies(root: str | Path = DEFAULT_ROOT) -> list[Study]:
+    """The default study, then the user's studies in the order they were created.
+
+    Raises:
+        ValueError: ``studies.json`` exists but is unreadable (it is never overwritten then).
+    """
+    studies = [default_study(root)]
+    for entry in _read_index()["studies"]:
+        members = tuple(Member(**m) for m in entry["members"])
+        studies.append(Study(name=entry["name"], members=members))
+    return studies
+
+
+def get_study(name: str, root: str | Path = DEFAULT_ROOT) -> Study:
+    """The study called ``name``; ValueError if there is none."""
+    for study in list_studies(root):
+        if study.name == name:
+            return study
+    raise ValueError(f"no study named {name!r}")
+
+
+def _check_members(members: Sequence[Member]) -> None:
+    if len(members) < 2:
+        raise ValueError(f"a study needs at least two checkpoints, got {len(members)}")
+    paths = [str(Path(m.path).resolve()) for m in members]
+    if len(set(paths)) != len(paths):
+        raise ValueError("a study cannot name the same checkpoint file twice")
+    first: Checkpoint | None = None
+    for m in members:
+        ckpt = load_checkpoint(m.path)
+        if first is None:
+            first = ckpt
+            continue
+        # Paths between minima only make sense in one weight space on one data set.
+        if ckpt.arch != first.arch:
+            raise ValueError(
+                f"{m.label}: architecture {ckpt.arch} differs from {members[0].label}'s "
+                f"{first.arch}"
+            )
+        if (ckpt.meta.get("data") or {}).get("name") != (first.meta.get("data") or {}).get("name"):
+            raise ValueError(
+                f"{m.label}: data set {ckpt.meta.get('data')} differs from "
+                f"{members[0].label}'s {first.meta.get('data')}"
+            )
+
+
+def create_study(name: str, members: Sequence[Member], *, root: str | Path = DEFAULT_ROOT) -> Study:
+    """Validate and save a new study in ``home()/studies.json``.
+
+    Args:
+        name: a new, non-empty name (at most 80 characters).
+        members: two or more distinct checkpoints of one architecture and data set; the
+            first is A, the second B.
+        root: folder of the default study (its name is taken).
+
+    Returns:
+        The saved :class:`Study`.
+
+    Raises:
+        ValueError / CheckpointError: bad name, too few or mismatched checkpoints, an
+            unreadable file; nothing is written then.
+    """
+    name = name.strip()
+    if not name:
+        raise ValueError("a study needs a name")
+    if len(name) > _MAX_NAME:
+        raise ValueError(f"study name is {len(name)} characters, at most {_MAX_NAME} allowed")
+    _check_members(members)
+    study = Study(name=name, members=tuple(members))
+    with _lock():
+        index = _read_index()
+        taken = {s.name for s in list_studies(root)}
+        if name in taken:
+            raise ValueError(f"a study named {name!r} already exists")
+        index["studies"].append({"name": name, "members": [asdict(m) for m in members]})
+        _write_index(index)
+    return study
+
+
+def upload_arch(name: str, kwargs: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Architecture metadata for a ``.pt``/``.pth`` upload, sized to its data set.
+
+    Like the training runs, ``in_shape`` and ``num_classes`` come from the data set unless the
+    user's ``kwargs`` set them.
+    """
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"architecture arguments must be a JSON object, got {kwargs!r}")
+    ds = load_dataset(data["name"], root=data.get("root"), seed=int(data.get("split_seed", 0)))
+    sized = {"in_shape": list(ds.input_shape), "num_classes": ds.num_classes}
+    return {"name": name, "kwargs": {**sized, **kwargs}}
+
+
+def _check_data(meta: dict[str, Any], filename: str) -> None:
+    data = meta.get("data")
+    if not isinstance(data, dict) or "name" not in data:
+        raise CheckpointError(f"{filename}: metadata names no data set; choose one")
+    if data["name"] not in DATASETS:
+        raise CheckpointError(
+            f"{filename}: unknown data set {data['name']!r}; known: {', '.join(DATASETS)}"
+        )
+
+
+def save_upload(
+    blob: bytes,
+    filename: str,
+    *,
+    arch: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    max_bytes: int = MAX_BYTES,
+) -> Upload:
+    """Validate an uploaded checkpoint and keep it as ``home()/uploads/<hash>.safetensors``.
+
+    The bytes are validated through :func:`load_checkpoint` from a temporary file; only a
+    valid checkpoint is written (re-saved as safetensors with its metadata), so a bad file
+    leaves the uploads and studies untouched. The same weights uploaded twice are kept once.
+
+    Args:
+        blob: the file's bytes.
+        filename: its name as uploaded (the suffix picks the reader; the name is the label).
+        arch: ``{"name", "kwargs"}``, required for ``.pt``/``.pth`` files.
+        data: ``{"name", "split_seed"}``, used only when the file's metadata names no data set.
+        max_bytes: size limit.
+
+    Returns:
+        The stored :class:`Upload`.
+
+    Raises:
+        CheckpointError: with a message naming the file and the first problem found.
+    """
+    label = Path(filename).name
+    suffix = Path(label).suffix.lower()
+    if suffix not in UPLOAD_SUFFIXES:
+        raise CheckpointError(
+            f"{label}: unsupported file type {suffix!r} ({', '.join(UPLOAD_SUFFIXES)})"
+        )
+    if len(blob) > max_bytes:
+        raise CheckpointError(
+            f"{label}: file is {len(blob)} bytes, over the size limit of {max_bytes} bytes"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / label
+        path.write_bytes(blob)
+        try:
+            ckpt = load_checkpoint(path, arch=arch, max_bytes=max_bytes)
+        except CheckpointError as err:
+            # Name the file as the user knows it, not the temporary copy.
+            raise CheckpointError(str(err).replace(str(path), label)) from err
+    if data is not None and not ckpt.meta.get("data"):
+        ckpt.meta["data"] = data
+    _check_data(ckpt.meta, label)
+    target = _uploads_dir() / f"{ckpt.hash}.safetensors"
+    new = not target.exists()
+    with _lock():
+        if new:
+            save_checkpoint(target, ckpt.state, ckpt.meta)
+        index = _read_index()
+        index["uploads"].setdefault(ckpt.hash, {"label": label})
+        _write_index(index)
+        label = index["uploads"][ckpt.hash]["label"]
+    return Upload(Member(label=label, path=str(target)), ckpt.hash, ckpt.meta, new)
+
+
+def list_uploads() -> list[Member]:
+    """The uploaded checkpoints, oldest first, labelled with the name they were uploaded as."""
+    folder = _uploads_dir()
+    if not folder.is_dir():
+        return []
+    labels = _read_index()["uploads"]
+    files = sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime_ns)
+    return [Member(label=labels.get(p.stem, {}).get("label", p.name), path=str(p)) for p in files]
+
+
+def summarize(ckpt: Checkpoint) -> CheckpointSummary:
+    """Metadata, parameter count and sparsity of a checkpoint (no evaluation)."""
+    model = ckpt.build_model()
+    sp = sparsity(ckpt.state, prunable_names(model))
+    return CheckpointSummary(
+        hash=ckpt.hash,
+        arch=ckpt.arch,
+        data=ckpt.meta.get("data"),
+        optimizer=ckpt.meta.get("optimizer"),
+        metrics=dict(ckpt.meta.get("metrics") or {}),
+        n_params=sum(p.numel() for p in model.parameters()),
+        sparsity=sp["zero"],
+        sparsity_small=sp["small"],
+        layer_sparsity=sp["layers"],
+    )
+
+
+class NotComputed(LookupError):
+    """A result is not in the store (raised by the store of :func:`lookup`)."""
+
+    def __init__(self, kind: str, key: str):
+        super().__init__(f"{kind}/{key} is not computed")
+        self.kind, self.key = kind, key
+
+
+class _ReadOnlyStore(Store):
+    """A store that never computes: a missing result raises :class:`NotComputed`."""
+
+    def get_or_compute(
+        self,
+        kind: str,
+        inputs: dict[str, Any],
+        compute: Callable[[str], tuple[dict[str, Any], Arrays | None]],
+    ) -> Stored:
+        key = result_key(kind, inputs)
+        found = self.load(kind, key)
+        if found is None:
+            raise NotComputed(kind, key)
+        return found
+
+
+def lookup(
+    study: Callable[..., Stored], *args: Any, store: Store | None = None, **kwargs: Any
+) -> Stored | None:
+    """The stored result of ``study(*args, store=store, **kwargs)``, or None; never computes.
+
+    Works for any study function that keys its result through ``store.get_or_compute`` (the
+    curve, plane, PCA, slice and Hessian studies): the function runs its cheap set-up (loading,
+    the result key), and a read-only store answers instead of computing.
+
+    Args:
+        study: e.g. ``landscape.hessian.hessian_study``.
+        *args, **kwargs: its arguments.
+        store: the store to read (default ``Store()``).
+
+    Returns:
+        The stored result, or None when it (or a result it builds on) is not computed yet.
+    """
+    probe = _ReadOnlyStore(store.root if store is not None else None)
+    try:
+        return study(*args, store=probe, **kwargs)
+    except NotComputed:
+        return None

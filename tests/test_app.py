@@ -1,0 +1,405 @@
+"""The dashboard through streamlit's AppTest, and the studies/uploads it is built on."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from landscape.checkpoints import CheckpointError, content_hash, load_checkpoint
+from landscape.cli import main as cli_main
+from landscape.curves import CurveConfig
+from landscape.models import build_model
+from landscape.store import Store
+from landscape.studies import (
+    DEFAULT_ROOT,
+    Member,
+    create_study,
+    default_study,
+    get_study,
+    list_studies,
+    list_uploads,
+    lookup,
+    member,
+    save_upload,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # `app` is not installed
+MAIN = str(REPO / "app" / "main.py")
+SGD = DEFAULT_ROOT / "sgd" / "final.safetensors"
+GRDA = DEFAULT_ROOT / "grda" / "final.safetensors"
+PAGES = ["overview", "connectivity", "plane", "trajectories", "directions", "upload"]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANDSCAPE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def _mlp_pt(path: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    torch.save(build_model("mlp", in_shape=(1, 8, 8), num_classes=10).state_dict(), path)
+    return path
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pickle code ran",))
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+# --- studies and uploads (landscape/studies.py) ---
+
+
+def test_default_study_is_the_bundled_pair(home):
+    study = list_studies()[0]
+    assert study == default_study() and study.builtin
+    assert [m.label for m in study.members] == ["sgd", "grda"]
+    assert (
+        Path(study.members[0].path) == SGD
+        and (Path(study.members[1].run_dir) / "run.json").exists()
+    )
+
+
+def test_upload_keeps_file_by_content_hash_once(home):
+    blob = SGD.read_bytes()
+    first = save_upload(blob, "mine.safetensors")
+    expected = content_hash(load_checkpoint(SGD).state)
+    assert first.new and first.hash == expected
+    assert Path(first.member.path) == home / "uploads" / f"{expected}.safetensors"
+    assert load_checkpoint(first.member.path).hash == expected
+    again = save_upload(blob, "renamed.safetensors")
+    assert not again.new and again.member.label == "mine.safetensors"  # first name kept
+    assert [m.label for m in list_uploads()] == ["mine.safetensors"]
+
+
+def test_upload_pt_needs_architecture_and_gets_data_shape(home, tmp_path):
+    blob = _mlp_pt(tmp_path / "m.pt").read_bytes()
+    with pytest.raises(
+        CheckpointError, match=r"m\.pt: a \.pt/\.pth state dict needs an architecture"
+    ):
+        save_upload(blob, "m.pt", data={"name": "digits", "split_seed": 0})
+    arch = {"name": "mlp", "kwargs": {"in_shape": [1, 8, 8], "num_classes": 10}}
+    up = save_upload(blob, "m.pt", arch=arch, data={"name": "digits", "split_seed": 0})
+    ckpt = load_checkpoint(up.member.path)
+    assert ckpt.arch == arch and ckpt.meta["data"]["name"] == "digits"
+    want = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert all(torch.equal(ckpt.state[k], v) for k, v in want.items())
+
+
+@pytest.mark.parametrize(
+    ("name", "blob", "arch", "match"),
+    [
+        (
+            "bad.safetensors",
+            b"\x00garbage" * 10,
+            None,
+            r"bad\.safetensors: not a valid safetensors",
+        ),
+        ("empty.safetensors", b"", None, r"empty\.safetensors: empty file"),
+        ("notes.txt", b"hello", None, r"notes\.txt: unsupported file type '\.txt'"),
+        ("bad.pt", b"not a pickle", {"name": "mlp", "kwargs": {}}, r"bad\.pt: refused to unpickle"),
+        ("evil.pt", "EVIL", {"name": "mlp", "kwargs": {}}, r"evil\.pt: refused to unpickle"),
+    ],
+)
+def test_bad_upload_is_a_specific_error_and_writes_nothing(home, tmp_path, name, blob, arch, match):
+    if blob == "EVIL":  # a pickle that would call print() on load: must never run
+        torch.save({"w": _Evil()}, tmp_path / "evil.pt")
+        blob = (tmp_path / "evil.pt").read_bytes()
+    create_study("kept", [Member("sgd", str(SGD)), Member("grda", str(GRDA))])
+    before = {p: p.read_bytes() for p in _files(home)}
+    with pytest.raises(CheckpointError, match=match):
+        save_upload(blob, name, arch=arch, data={"name": "digits", "split_seed": 0})
+    assert {p: p.read_bytes() for p in _files(home)} == before
+    assert [s.name for s in list_studies()] == ["default", "kept"]
+
+
+def test_upload_wrong_shapes_names_the_tensor(home, tmp_path):
+    blob = _mlp_pt(tmp_path / "m.pt").read_bytes()
+    arch = {"name": "mlp", "kwargs": {"in_shape": [1, 8, 8], "num_classes": 10, "widths": [32]}}
+    with pytest.raises(CheckpointError, match=r"m\.pt: (missing|unexpected) keys|wrong shape"):
+        save_upload(blob, "m.pt", arch=arch, data={"name": "digits", "split_seed": 0})
+    assert not _files(home / "uploads")
+
+
+def test_upload_over_size_limit_is_refused(home):
+    with pytest.raises(CheckpointError, match="over the size limit of 100 bytes"):
+        save_upload(SGD.read_bytes(), "big.safetensors", max_bytes=100)
+    assert not _files(home)
+
+
+def test_create_study_validates_and_persists(home, tmp_path):
+    members = [Member("grda", str(GRDA)), Member("sgd", str(SGD))]
+    study = create_study("  reversed ", members)
+    assert study.name == "reversed" and study.members[0].label == "grda"
+    assert list_studies()[1] == study  # read back from studies.json
+    index = json.loads((home / "studies.json").read_text())
+    assert index["studies"][0]["members"][1]["path"] == str(SGD)
+    before = (home / "studies.json").read_bytes()
+    arch = {"name": "mlp", "kwargs": {"in_shape": [1, 8, 8], "num_classes": 10}}
+    mlp = save_upload(
+        _mlp_pt(tmp_path / "m.pt").read_bytes(),
+        "m.pt",
+        arch=arch,
+        data={"name": "digits", "split_seed": 0},
+    )
+    after_upload = (home / "studies.json").read_bytes()
+    assert json.loads(after_upload)["studies"] == json.loads(before)["studies"]
+    for name, ms, match in [
+        ("reversed", members, "already exists"),
+        ("default", members, "already exists"),
+        ("", members, "needs a name"),
+        ("one", members[:1], "at least two"),
+        ("twice", [members[0], members[0]], "same checkpoint file twice"),
+        ("mixed", [members[0], mlp.member], "architecture"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            create_study(name, ms)
+        assert (home / "studies.json").read_bytes() == after_upload
+
+
+def test_corrupt_studies_json_is_reported_not_overwritten(home):
+    home.mkdir(parents=True)
+    (home / "studies.json").write_text("{torn")
+    with pytest.raises(ValueError, match="studies.json: not valid JSON"):
+        list_studies()
+    with pytest.raises(ValueError, match="not valid JSON"):
+        create_study("x", [Member("sgd", str(SGD)), Member("grda", str(GRDA))])
+    assert (home / "studies.json").read_text() == "{torn"
+
+
+def test_member_from_run_folder_or_file(tmp_path):
+    run = member(DEFAULT_ROOT / "grda")
+    assert run == member(GRDA) == Member("grda", str(GRDA), str(DEFAULT_ROOT / "grda"))
+    lone = tmp_path / "x.safetensors"
+    lone.write_bytes(SGD.read_bytes())
+    assert member(lone) == Member("x", str(lone), None)
+
+
+def test_lookup_reads_without_computing(home):
+    calls = []
+
+    def study(x: int, *, store=None, progress=None):
+        def compute(key):
+            calls.append(key)
+            return {"twice": 2 * x}, {"v": np.arange(x)}
+
+        return store.get_or_compute("toy", {"x": x}, compute)
+
+    assert lookup(study, 3) is None and not calls
+    assert not (home / "results").exists()
+    made = study(3, store=Store())
+    found = lookup(study, 3)
+    assert len(calls) == 1 and found.key == made.key and found.data["twice"] == 6
+    assert np.array_equal(found.arrays["v"], np.arange(3))
+    assert lookup(study, 4) is None and len(calls) == 1
+
+
+def test_cli_study_and_upload(home, capsys):
+    assert cli_main(["study", "pair", str(DEFAULT_ROOT / "grda"), str(SGD)]) == 0
+    assert [m.label for m in get_study("pair").members] == ["grda", "sgd"]
+    assert cli_main(["study"]) == 0
+    out = capsys.readouterr().out
+    assert "pair" in out and "A grda" in out
+    assert cli_main(["study", "pair", str(SGD), str(GRDA)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert cli_main(["upload", str(GRDA)]) == 0
+    assert [m.label for m in list_uploads()] == ["final.safetensors"]
+    junk = home / "junk.pt"
+    junk.write_bytes(b"junk")
+    assert cli_main(["upload", str(junk), "--arch", "mlp"]) == 2
+    assert "junk.pt: not a readable PyTorch state dict" in capsys.readouterr().err
+
+
+# --- the app ---
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _page(at: AppTest, name: str) -> AppTest:
+    at.switch_page(f"views/{name}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_overview_is_the_first_page_on_the_default_study(home):
+    at = _app()
+    assert at.selectbox(key="study").value == "default"
+    assert at.title[0].value == "Overview: default"
+    table = at.table[0].value
+    assert list(table.columns) == ["sgd", "grda"]
+    grda = load_checkpoint(GRDA)
+    assert table.loc["content hash", "grda"] == grda.hash
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    n_params = sum(v.numel() for k, v in grda.state.items() if not k.endswith(buffers))
+    assert table.loc["parameters", "sgd"] == f"{n_params:,}"
+    assert table.loc["test accuracy", "grda"] == f"{grda.meta['metrics']['test_acc']:.4f}"
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2  # per-layer sparsity, training curves
+    assert len(at.get("download_button")) >= 5  # table + (data, figure) per chart
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_the_default_study(home, page):
+    at = _page(_app(), page)
+    assert at.title, f"{page} drew no title"
+
+
+def test_bad_upload_in_the_page_shows_the_specific_error(home):
+    at = _page(_app(), "upload")
+    assert "200 MB" in " ".join(c.value for c in at.caption)
+    at.file_uploader(key="upload_file").upload("broken.safetensors", b"\x00garbage" * 10)
+    at.run()
+    at.button(key="upload_add").click().run()
+    assert not at.exception
+    (err,) = at.error
+    assert "broken.safetensors: not a valid safetensors file" in err.value
+    assert not _files(home / "uploads") and not (home / "studies.json").exists()
+
+
+def test_upload_then_create_study_selects_it(home, tmp_path):
+    at = _page(_app(), "upload")
+    at.file_uploader(key="upload_file").upload("copy.safetensors", GRDA.read_bytes())
+    at.run()
+    at.button(key="upload_add").click().run()
+    assert not at.exception and not at.error
+    assert "copy.safetensors" in at.success[0].value
+    at.text_input(key="study_name").input("mine").run()
+    # Options: the default study's sgd, grda, then the upload.
+    at.multiselect(key="study_members").set_value([0, 2]).run()
+    at.button(key="study_create").click().run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="study").value == "mine"
+    assert [s.name for s in list_studies()] == ["default", "mine"]
+    _page(at, "overview")
+    assert list(at.table[0].value.columns) == ["sgd", "copy.safetensors"]
+
+
+def test_widget_changes_rerender(home):
+    at = _page(_app(), "upload")
+    at.text_input(key="study_name").input("dup").run()
+    at.multiselect(key="study_members").set_value([0]).run()
+    at.button(key="study_create").click().run()
+    assert "at least two" in at.error[0].value
+    assert [s.name for s in list_studies()] == ["default"]
+
+
+# --- compute pages: costs and buttons on a fresh store, charts once results exist ---
+
+COMPUTE_PAGES = {  # page -> (button key, widget values that make its job tiny)
+    "connectivity": ("curve_compute", {"curve_epochs": 1, "curve_points": 3}),
+    "plane": ("plane_compute", {"plane_grid": 3}),
+    "trajectories": ("pca_compute", {"pca_grid": 3}),
+    "directions": ("hessian_compute", {"hessian_subset": 64, "slice_points": 3}),
+}
+
+
+def _tiny(at: AppTest, values: dict) -> AppTest:
+    for key, value in values.items():
+        at.number_input(key=key).set_value(value)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.mark.parametrize("page", list(COMPUTE_PAGES))
+def test_missing_result_shows_cost_and_compute_button(home, page):
+    button, values = COMPUTE_PAGES[page]
+    at = _tiny(_page(_app(), page), values)
+    info = " ".join(i.value for i in at.info)
+    assert "Not computed yet" in info and "forward passes over the training data" in info
+    assert "s on this machine" in info
+    assert at.button(key=button).label in (
+        "Fit curve",
+        "Compute the plane",
+        "Compute the PCA plane",
+        "Compute the Hessian eigenvectors",
+    )
+    assert not at.get("plotly_chart")
+    assert not (home / "results").exists()  # looking up computed nothing
+
+
+def test_compute_button_runs_the_curve_and_shows_charts(home):
+    at = _tiny(_page(_app(), "connectivity"), {"curve_epochs": 1, "curve_points": 3})
+    at.button(key="curve_compute").click().run()
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == 5  # four metrics along t and per-layer sparsity
+    assert len(list((home / "results" / "curve").glob("*.json"))) == 1
+    summary = at.table[0].value
+    assert list(summary.index) == ["curve", "line"]
+    assert (summary["train loss barrier"] >= 0).all()
+
+
+@pytest.fixture(scope="module")
+def computed(tmp_path_factory):
+    """A store with tiny results of every compute page, made by the jobs the pages run."""
+    from app import state
+    from landscape.hessian import HessianConfig
+    from landscape.surfaces import PCAConfig, PlaneConfig
+
+    root = tmp_path_factory.mktemp("computed")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LANDSCAPE_HOME", str(root))
+        study = default_study()
+        sel = state.Selection(study, study.members[0], study.members[1], "cpu")
+        curve = CurveConfig(epochs=1, points=3)
+        hcfg = HessianConfig(subset=64)  # k = 10 converges in fewer products than k = 2
+        for job in (
+            state.plane_job(sel, curve, PlaneConfig(grid=3)),  # fits the curve first
+            state.pca_job(list(study.members), PCAConfig(grid=3)),
+            state.hessian_job(sel, hcfg),
+            state.slices_job(sel, 3, PlaneConfig(), hcfg),
+        ):
+            state.compute(job, None)
+            assert state.find(job) is not None
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", list(COMPUTE_PAGES))
+def test_stored_results_are_drawn_and_widgets_rerender(computed, monkeypatch, page):
+    monkeypatch.setenv("LANDSCAPE_HOME", str(computed))
+    before = sorted(p.name for p in (computed / "results").rglob("*.json"))
+    at = _app()
+    at.session_state["curve_config"] = CurveConfig(epochs=1, points=3)  # the plane's curve
+    button, values = COMPUTE_PAGES[page]
+    at = _tiny(_page(at, page), values)
+    assert not at.info, [i.value for i in at.info]  # nothing is missing
+    n = len(at.get("plotly_chart"))
+    assert n == {"connectivity": 5, "plane": 1, "trajectories": 1, "directions": 3}[page]
+    assert len(at.get("download_button")) >= 2 * n  # data and figure per chart
+    toggles = {
+        "connectivity": [("toggle", "curve_log", False), ("select_slider", "curve_t", 1.0)],
+        "plane": [("toggle", "plane_3d", True), ("radio", "plane_quantity", "error")],
+        "trajectories": [("selectbox", "pca_metric", "test_acc")],
+        "directions": [("selectbox", "slice_metric", "test_acc")],
+    }[page]
+    for kind, key, value in toggles:
+        getattr(at, kind)(key=key).set_value(value).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert len(at.get("plotly_chart")) == n
+    assert sorted(p.name for p in (computed / "results").rglob("*.json")) == before
+
+
+def test_study_with_a_missing_file_falls_back_to_default(home):
+    up = save_upload(GRDA.read_bytes(), "copy.safetensors")
+    create_study("gone", [Member("sgd", str(SGD)), up.member])
+    Path(up.member.path).unlink()
+    at = _app()
+    at.selectbox(key="study").set_value("gone").run()
+    assert not at.exception
+    assert "names missing files" in at.sidebar.error[0].value
+    assert at.title[0].value == "Overview: default"

@@ -1,0 +1,111 @@
+"""Pruning page: its figure builders for given data, and the page itself through AppTest."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `app` is not installed
+
+from app import charts  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _rows():
+    def row(kind, c, mu, sparsity, acc, pareto):
+        keys = ("kind", "c", "mu", "sparsity", "test_acc", "pareto")
+        return dict(zip(keys, (kind, c, mu, sparsity, acc, pareto), strict=True)) | {"seed": 0}
+
+    return [
+        row("grda", 0.01, 0.6, 0.5, 0.95, False),
+        row("grda", 0.03, 0.7, 0.9, 0.93, True),
+        row("magnitude", 0.01, 0.6, 0.5, 0.96, True),
+        row("magnitude", 0.03, 0.7, 0.9, 0.80, False),
+    ]
+
+
+def test_pruning_frontier_one_trace_per_kind_with_hover_and_frontier():
+    rows = _rows()
+    fig = charts.pruning_frontier(rows, selected=3)
+    names = [t.name for t in fig.data]
+    assert names == ["gRDA", "magnitude-pruned SGD", "Pareto frontier", "selected"]
+    grda, mag, front, sel = fig.data
+    assert list(grda.x) == [0.5, 0.9] and list(grda.y) == [0.95, 0.93]
+    assert list(mag.x) == [0.5, 0.9] and list(mag.y) == [0.96, 0.80]
+    assert [list(c[:3]) for c in grda.customdata] == [[0.01, 0.6, 0], [0.03, 0.7, 0]]
+    assert "c = %{customdata[0]" in grda.hovertemplate and "mu = " in grda.hovertemplate
+    assert list(front.x) == [0.5, 0.9] and list(front.y) == [0.96, 0.93]  # pareto rows, by x
+    assert list(sel.x) == [0.9] and list(sel.y) == [0.80]
+
+
+def test_pruning_frontier_without_magnitude_rows_or_selection():
+    rows = [r for r in _rows() if r["kind"] == "grda"]
+    fig = charts.pruning_frontier(rows)
+    assert [t.name for t in fig.data] == ["gRDA", "Pareto frontier"]
+    assert list(fig.data[1].x) == [0.9]
+
+
+def _stability(settled_step, flipped):
+    return {
+        "steps": [0, 10, 20, 30],
+        "epochs": [0.0, 1.0, 2.0, 3.0],
+        "sparsity": [0.0, 0.5, 0.6, 0.6],
+        "jaccard_final": [0.0, 0.8, 0.99, 1.0],
+        "jaccard_prev": [None, 0.0, 0.8, 0.99],
+        "flipped": flipped,
+        "settled_step": settled_step,
+        "tol": 0.01,
+    }
+
+
+def test_mask_stability_curves_panels_settled_marker_and_threshold():
+    runs = {
+        "a": _stability(10, [None, 0.5, 0.005, 0.0]),
+        "b": _stability(None, [None, 0.5, 0.2, 0.1]),
+    }
+    fig = charts.mask_stability_curves(runs)
+    a = [t for t in fig.data if t.legendgroup == "a"]
+    b = [t for t in fig.data if t.legendgroup == "b"]
+    assert len(a) == 4 and len(b) == 3  # sparsity, Jaccard, flips (+ the settled star for a)
+    sparsity, jac, flips, star = a
+    assert list(sparsity.y) == [0.0, 0.5, 0.6, 0.6] and sparsity.showlegend
+    assert list(jac.y) == [0.0, 0.8, 0.99, 1.0] and not jac.showlegend
+    assert list(flips.x) == [1.0, 2.0, 3.0] and list(flips.y) == [0.5, 0.005, 0.0]
+    assert list(star.x) == [1.0] and list(star.y) == [0.8] and star.marker.symbol == "star"
+    assert star.xaxis == jac.xaxis == "x2" and flips.xaxis == "x3"
+    assert [s.y0 for s in fig.layout.shapes] == [0.01]  # the threshold line on the flips panel
+    assert fig.layout.yaxis3.type == "log"
+
+
+@pytest.mark.slow
+def test_pruning_page_shows_a_sweep_and_opens_connectivity(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from landscape.studies import list_studies
+    from landscape.sweep import SweepConfig, run_sweep
+    from landscape.train import TrainConfig, train
+
+    monkeypatch.setenv("LANDSCAPE_HOME", str(tmp_path / "home"))
+    tiny = {"arch": "mlp", "arch_kwargs": {"widths": [8]}, "epochs": 1, "snapshots": 3}
+    sgd = train(TrainConfig(**tiny), tmp_path / "sgd")
+    cfg = SweepConfig(c=[0.02, 0.2], mu=[0.6], train=TrainConfig(**tiny, optimizer="grda"))
+    cfg.magnitude, cfg.sgd = True, str(sgd.path)
+    result = run_sweep(cfg, tmp_path / "sweep")
+
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=60)
+    at.run()
+    at.switch_page("views/pruning.py").run()
+    assert not at.exception
+    assert any("no sweep here" in i.value for i in at.info)  # default folder is empty
+    at.text_input(key="pruning_folder").set_value(str(tmp_path / "sweep")).run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 3  # frontier, layers, mask stability
+    at.selectbox(key="pruning_model").set_value(3).run()  # magnitude twin of the second run
+    at.button(key="pruning_connect").click().run()
+    assert not at.exception and at.title[0].value.lower().startswith("connectivity")
+    study = next(s for s in list_studies() if s.name == at.session_state["study"])
+    assert [m.path for m in study.members] == [
+        str(sgd.path / "final.safetensors"),
+        str(tmp_path / "sweep" / result.rows[3]["path"]),
+    ]
