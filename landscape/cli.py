@@ -18,10 +18,10 @@ from landscape.data import DATASETS, DataError
 from landscape.models import MODELS, prunable_names
 from landscape.params import sparsity
 from landscape.progress import terminal_progress
+from landscape.studies import DEFAULT_ROOT
 from landscape.train import OPTIMIZERS, SCHEDULES, TrainConfig, make_initial, train
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULTS_DIR = REPO / "checkpoints"
 
 
 def _json_dict(text: str) -> dict:
@@ -116,7 +116,7 @@ def _cmd_defaults(args: argparse.Namespace) -> int:
 
 def _add_defaults(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("defaults", help="regenerate the bundled default digits runs")
-    p.add_argument("--out", default=str(DEFAULTS_DIR))
+    p.add_argument("--out", default=str(DEFAULT_ROOT))
     p.add_argument("--epochs", type=int, default=None, help="shorten (for tests)")
     p.set_defaults(func=_cmd_defaults)
 

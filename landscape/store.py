@@ -25,7 +25,7 @@ import numpy as np
 
 from landscape import __version__
 
-__all__ = ["CorruptResultWarning", "Store", "Stored", "home", "result_key"]
+__all__ = ["CorruptResultWarning", "Store", "Stored", "atomic_write", "home", "result_key"]
 
 Arrays = dict[str, np.ndarray]
 
@@ -59,7 +59,8 @@ class Stored:
     arrays: Arrays
 
 
-def _atomic_write(path: Path, blob: bytes) -> None:
+def atomic_write(path: Path, blob: bytes) -> None:
+    """Write ``blob`` to ``path`` through a synced temp file and a rename (never torn)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(blob)
@@ -138,10 +139,10 @@ class Store:
         body: dict[str, Any] = {"kind": kind, "key": key, "data": data, "npz_sha256": None}
         if arrays:
             blob = _npz_bytes(arrays)
-            _atomic_write(npath, blob)
+            atomic_write(npath, blob)
             body["npz_sha256"] = hashlib.sha256(blob).hexdigest()
         checksum = hashlib.sha256(_canonical(body)).hexdigest()
-        _atomic_write(jpath, _canonical({"body": body, "checksum": checksum}))
+        atomic_write(jpath, _canonical({"body": body, "checksum": checksum}))
         self.clear_partial(kind, key)
         return Stored(kind, key, data, dict(arrays or {}))
 
@@ -153,7 +154,7 @@ class Store:
         path = self._partial_path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         blob = _npz_bytes(arrays)
-        _atomic_write(path, hashlib.sha256(blob).hexdigest().encode() + b"\n" + blob)
+        atomic_write(path, hashlib.sha256(blob).hexdigest().encode() + b"\n" + blob)
 
     def load_partial(self, kind: str, key: str) -> Arrays | None:
         """The arrays of an unfinished computation, or None (a damaged one is discarded)."""

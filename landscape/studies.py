@@ -26,7 +26,7 @@ from landscape.checkpoints import (
 from landscape.data import DATASETS, load_dataset
 from landscape.models import prunable_names
 from landscape.params import sparsity
-from landscape.store import Arrays, Store, Stored, _atomic_write, home, result_key
+from landscape.store import Arrays, Store, Stored, atomic_write, home, result_key
 
 __all__ = [
     "DEFAULT_NAME",
@@ -142,7 +142,7 @@ def _read_index() -> dict[str, Any]:
 def _write_index(index: dict[str, Any]) -> None:
     path = _index_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, json.dumps(index, indent=2, sort_keys=True).encode())
+    atomic_write(path, json.dumps(index, indent=2, sort_keys=True).encode())
 
 
 def _lock():

@@ -34,7 +34,7 @@ from landscape.checkpoints import Checkpoint, CheckpointError, load_checkpoint, 
 from landscape.models import MODELS
 from landscape.progress import Progress
 from landscape.pruning import magnitude_optimizer_meta, prune_checkpoint
-from landscape.store import _atomic_write
+from landscape.store import atomic_write
 from landscape.train import TrainConfig, lr_factor, make_initial, train
 
 __all__ = ["COLUMNS", "SweepConfig", "SweepResult", "load_sweep", "pareto_front", "run_sweep"]
@@ -323,9 +323,9 @@ def _write_table(out: Path, config: dict, rows: list[dict], frontier: list[int])
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write(out / "sweep.csv", buf.getvalue().encode())
+    atomic_write(out / "sweep.csv", buf.getvalue().encode())
     body = {"config": config, "columns": list(COLUMNS), "rows": rows, "frontier": frontier}
-    _atomic_write(out / "sweep.json", json.dumps(body, indent=2).encode())
+    atomic_write(out / "sweep.json", json.dumps(body, indent=2).encode())
 
 
 def run_sweep(

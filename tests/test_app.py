@@ -1,7 +1,6 @@
 """The dashboard through streamlit's AppTest, and the studies/uploads it is built on."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,6 @@ from landscape.studies import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # `app` is not installed
 MAIN = str(REPO / "app" / "main.py")
 SGD = DEFAULT_ROOT / "sgd" / "final.safetensors"
 GRDA = DEFAULT_ROOT / "grda" / "final.safetensors"

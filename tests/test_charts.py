@@ -1,12 +1,7 @@
 """Figure builders of app/charts.py: traces, axes, markers and toggles for given data."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `app` is not installed
 
 from app import charts  # noqa: E402
 

@@ -1,11 +1,8 @@
 """Pruning page: its figure builders for given data, and the page itself through AppTest."""
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `app` is not installed
 
 from app import charts  # noqa: E402
 

@@ -1,13 +1,11 @@
 """End to end: `streamlit run app/main.py` driven in headless Chromium through Playwright."""
 
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # `app` is not installed
 
 from app.serve import CHROMIUM, CHROMIUM_ARGS, drawn, idle, running_app  # noqa: E402
 
