@@ -33,15 +33,6 @@ META = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is fastest and avoids OpenMP spinning on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(seed: int = 0) -> torch.nn.Module:
     """The ARCH model with random weights and non-trivial BN statistics."""
     torch.manual_seed(seed)

@@ -26,11 +26,6 @@ CNN = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _home(tmp_path, monkeypatch):
-    monkeypatch.setenv("LANDSCAPE_HOME", str(tmp_path / "home"))
-
-
 @pytest.fixture
 def ckpts(tmp_path) -> list[Path]:
     paths = []

@@ -22,20 +22,6 @@ DATA = {"name": "digits", "split_seed": 0}
 TINY_MLP = {"name": "mlp", "kwargs": {"in_shape": [1, 8, 8], "num_classes": 10, "widths": [2]}}
 
 
-@pytest.fixture(autouse=True)
-def _home(tmp_path, monkeypatch):
-    monkeypatch.setenv("LANDSCAPE_HOME", str(tmp_path / "home"))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tests share two busy cores: a second intra-op thread makes small passes 10x slower here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(kind: str, seed: int = 0):
     """A tiny model, its parameters, BN-recalibrated buffers and a small data set."""
     torch.manual_seed(seed)

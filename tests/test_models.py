@@ -22,15 +22,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is fastest and avoids OpenMP spinning on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _independent_prunable(model: nn.Module) -> list[str]:
     """Weights of Linear/Conv modules, found from the parameters' owners (not named_modules)."""
     owners = dict(model.named_modules())

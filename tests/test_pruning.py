@@ -23,11 +23,6 @@ REPO = Path(__file__).resolve().parent.parent
 MLP = {"name": "mlp", "kwargs": {"in_shape": [1, 8, 8], "num_classes": 10, "widths": [8]}}
 
 
-@pytest.fixture(autouse=True)
-def _home(tmp_path, monkeypatch):
-    monkeypatch.setenv("LANDSCAPE_HOME", str(tmp_path / "home"))
-
-
 @pytest.fixture(scope="module")
 def mlp_ckpt(tmp_path_factory):
     """A briefly trained small MLP on digits (no BatchNorm)."""

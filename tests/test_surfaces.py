@@ -46,20 +46,6 @@ CNN = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _home(tmp_path, monkeypatch):
-    monkeypatch.setenv("LANDSCAPE_HOME", str(tmp_path / "home"))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tests share two busy cores: a second intra-op thread makes small passes 10x slower here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_ckpt(path: Path, arch: dict, seed: int) -> Checkpoint:
     """A randomly initialised checkpoint of ``arch`` on digits (BN stats perturbed too)."""
     torch.manual_seed(seed)

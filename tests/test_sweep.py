@@ -20,11 +20,6 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = {"arch": "mlp", "arch_kwargs": {"widths": [8]}, "epochs": 1, "snapshots": 2}
 
 
-@pytest.fixture(autouse=True)
-def _home(tmp_path, monkeypatch):
-    monkeypatch.setenv("LANDSCAPE_HOME", str(tmp_path / "home"))
-
-
 def _brute_force_front(points: list[tuple[float, float]]) -> list[int]:
     def dominates(p, q):
         return p[0] >= q[0] and p[1] >= q[1] and (p[0] > q[0] or p[1] > q[1])
