@@ -464,7 +464,8 @@ def slices_job(sel: Selection, points: int, cfg: PlaneConfig, hessian: HessianCo
     """1D slices from A along delta = B - A, the top Hessian eigenvector and a random direction.
 
     The result is ``{direction: Stored}``. The eigenvector slice takes the top eigenvector of
-    ``hessian_study(A, None, hessian)`` (keyed without B), so it is counted in the cost.
+    ``hessian_study(A, B, hessian)``, the Directions page's own result; the cost counts it in
+    case that result is missing.
     """
     eigen = hessian_job(sel, hessian)
     cost = Cost(points=len(DIRECTIONS) * points, bn_subset=cfg.bn_subset) + eigen.cost

@@ -865,7 +865,9 @@ def _slice_direction(
     from landscape.hessian import HessianConfig, hessian_study
 
     hcfg = hessian or HessianConfig(k=1, device=str(device))
-    res = hessian_study(a, None, hcfg, store=store)
+    # With b, the eigenpairs come from the same stored study as the pruning-direction analysis
+    # (the Directions page), so they are computed once.
+    res = hessian_study(a, b, hcfg, store=store)
     if "eigenvectors" not in res.arrays:
         raise ValueError("the model is too large to keep Hessian eigenvectors for a slice")
     v1 = torch.from_numpy(res.arrays["eigenvectors"][0]).double().to(device)

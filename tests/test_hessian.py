@@ -203,3 +203,21 @@ def test_hessian_on_the_device_matches_cpu(tmp_path, device):
     assert cpu.data["projection_ratio"] == pytest.approx(
         dev.data["projection_ratio"], rel=1e-3, abs=1e-4
     )
+
+
+def test_eigen_slice_reuses_the_pruning_direction_study(tmp_path, monkeypatch):
+    """The slice's eigenvector comes from the stored hessian_study(A, B), computed once."""
+    import landscape.hessian as hessian_mod
+    from landscape.surfaces import slice_study
+
+    a, b = _pair(tmp_path)
+    hcfg = HessianConfig(k=1, subset=32)
+    store = Store(tmp_path / "s")
+    first = hessian_study(a, b, hcfg, store=store)
+
+    def no_lanczos(*args, **kwargs):
+        raise AssertionError("eigenpairs were computed again")
+
+    monkeypatch.setattr(hessian_mod, "top_eigen", no_lanczos)
+    res = slice_study(a, "eigen", b=b, points=3, hessian=hcfg, store=store)
+    assert res.data["eigenvalue"] == pytest.approx(float(first.arrays["eigenvalues"][0]))
