@@ -20,6 +20,7 @@ from torch import nn
 
 from landscape.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from landscape.data import Dataset, batches, load_dataset
+from landscape.evaluate import small_model_threads
 from landscape.models import build_model, prunable_names
 from landscape.optim import GRDA
 from landscape.params import evaluate, sparsity
@@ -190,69 +191,72 @@ def train(cfg: TrainConfig, out: str | Path, *, progress: Progress | None = None
     step = 0
     if 0 in snap_steps:
         snapshot(0)
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        loss_sum = correct = seen = 0.0
-        for xb, yb in batches(x_train, y_train, cfg.batch_size, shuffle=True, generator=gen):
-            logits = model(xb)  # (batch, classes)
-            loss = F.cross_entropy(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            loss_sum += loss.item() * len(yb)
-            correct += float((logits.argmax(1) == yb).sum())
-            seen += len(yb)
-            if step in snap_steps:
-                snapshot(step)
-            if progress is not None:
-                progress(step, total, f"epoch {epoch}/{cfg.epochs}")
+    # Small models train on one thread: as fast here, and the result then does not depend on
+    # the machine's thread count (reductions split over threads round differently).
+    with small_model_threads(model, x_train):
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            loss_sum = correct = seen = 0.0
+            for xb, yb in batches(x_train, y_train, cfg.batch_size, shuffle=True, generator=gen):
+                logits = model(xb)  # (batch, classes)
+                loss = F.cross_entropy(logits, yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                loss_sum += loss.item() * len(yb)
+                correct += float((logits.argmax(1) == yb).sum())
+                seen += len(yb)
+                if step in snap_steps:
+                    snapshot(step)
+                if progress is not None:
+                    progress(step, total, f"epoch {epoch}/{cfg.epochs}")
+            params = dict(model.named_parameters())
+            buffers = dict(model.named_buffers())
+            test = evaluate(model, params, buffers, x_test, y_test)
+            history.append(
+                {
+                    "epoch": epoch,
+                    "lr": opt.param_groups[0]["lr"],
+                    "train_loss": loss_sum / seen,
+                    "train_acc": correct / seen,
+                    "test_loss": test.loss,
+                    "test_acc": test.acc,
+                    "sparsity": sparsity(model.state_dict(), prunable)["zero"],
+                }
+            )
         params = dict(model.named_parameters())
         buffers = dict(model.named_buffers())
-        test = evaluate(model, params, buffers, x_test, y_test)
-        history.append(
-            {
-                "epoch": epoch,
-                "lr": opt.param_groups[0]["lr"],
-                "train_loss": loss_sum / seen,
-                "train_acc": correct / seen,
-                "test_loss": test.loss,
-                "test_acc": test.acc,
-                "sparsity": sparsity(model.state_dict(), prunable)["zero"],
-            }
+        tr = evaluate(model, params, buffers, x_train, y_train)
+        te = evaluate(model, params, buffers, x_test, y_test)
+        sp = sparsity(model.state_dict(), prunable)
+        metrics = {
+            "train_loss": tr.loss,
+            "train_acc": tr.acc,
+            "test_loss": te.loss,
+            "test_acc": te.acc,
+            "sparsity": sp["zero"],
+            "sparsity_small": sp["small"],
+        }
+        final_hash = save_checkpoint(
+            out / "final.safetensors",
+            model,
+            {**meta_base, "step": step, "epoch": cfg.epochs, "metrics": metrics},
         )
-    params = dict(model.named_parameters())
-    buffers = dict(model.named_buffers())
-    tr = evaluate(model, params, buffers, x_train, y_train)
-    te = evaluate(model, params, buffers, x_test, y_test)
-    sp = sparsity(model.state_dict(), prunable)
-    metrics = {
-        "train_loss": tr.loss,
-        "train_acc": tr.acc,
-        "test_loss": te.loss,
-        "test_acc": te.acc,
-        "sparsity": sp["zero"],
-        "sparsity_small": sp["small"],
-    }
-    final_hash = save_checkpoint(
-        out / "final.safetensors",
-        model,
-        {**meta_base, "step": step, "epoch": cfg.epochs, "metrics": metrics},
-    )
-    record = {
-        "config": asdict(cfg),
-        "arch": arch,
-        "data": data.describe(),
-        "optimizer": _optimizer_meta(cfg),
-        "init_hash": init_hash,
-        "final_hash": final_hash,
-        "metrics": metrics,
-        "layer_sparsity": sp["layers"],
-        "history": history,
-        "snapshots": snapshots,
-        "steps": step,
-        "wall_time_s": time.perf_counter() - start,
-    }
-    (out / "run.json").write_text(json.dumps(record, indent=2))
+        record = {
+            "config": asdict(cfg),
+            "arch": arch,
+            "data": data.describe(),
+            "optimizer": _optimizer_meta(cfg),
+            "init_hash": init_hash,
+            "final_hash": final_hash,
+            "metrics": metrics,
+            "layer_sparsity": sp["layers"],
+            "history": history,
+            "snapshots": snapshots,
+            "steps": step,
+            "wall_time_s": time.perf_counter() - start,
+        }
+        (out / "run.json").write_text(json.dumps(record, indent=2))
     return Run(out, record)
