@@ -343,10 +343,8 @@ def _cmd_plane(args: argparse.Namespace) -> int:
 
     a, b = load_checkpoint(args.a), load_checkpoint(args.b)
     if args.curve:
-        try:
-            from landscape.curves import load_curve
-        except ImportError as err:
-            raise ValueError(f"--curve needs landscape.curves: {err}") from err
+        from landscape.curves import load_curve
+
         third = load_curve(args.curve, a, b)
     else:
         third = load_checkpoint(args.third)
