@@ -21,9 +21,8 @@ import streamlit as st
 import torch
 from torch import nn
 
-from landscape.checkpoints import Checkpoint, load_checkpoint
+from landscape.checkpoints import Checkpoint, checkpoint_dataset, load_checkpoint
 from landscape.curves import CurveConfig, curve_study, load_curve
-from landscape.data import Dataset, load_dataset
 from landscape.evaluate import EvalData, evaluate_points
 from landscape.hessian import HessianConfig, hessian_study, hvp
 from landscape.params import Named, flatten, recalibrate_bn, split_state
@@ -330,7 +329,7 @@ def _fastest(fn: Callable[[], object], repeats: int = _RATE_REPEATS) -> float:
 
 def _point_setup(path: str, mtime_ns: int, device: str) -> tuple[nn.Module, Named, EvalData]:
     ckpt = _checkpoint(path, mtime_ns)
-    data = EvalData.from_dataset(_dataset(ckpt), device=device)
+    data = EvalData.from_dataset(checkpoint_dataset(ckpt), device=device)
     model = ckpt.build_model().to(device)
     params = {n: p.to(device) for n, p in split_state(model, ckpt.state)[0].items()}
     return model, params, data
@@ -385,13 +384,6 @@ def cost_text(job: Job, member: Member, device: str) -> str:
     passes, seconds = estimate(cost, member, device)
     when = f"~{seconds:.0f} s" if seconds < 120 else f"~{seconds / 60:.0f} min"
     return f"about {passes:,.0f} forward passes over the training data ({when} on this machine)"
-
-
-def _dataset(ckpt: Checkpoint) -> Dataset:
-    meta = ckpt.meta.get("data") or {}
-    if "name" not in meta:
-        raise ValueError("the checkpoint's metadata names no data set")
-    return load_dataset(meta["name"], root=meta.get("root"), seed=int(meta.get("split_seed", 0)))
 
 
 def _named(member: Member) -> Checkpoint:
@@ -449,7 +441,7 @@ def pca_job(runs: Sequence[Member], cfg: PCAConfig) -> Job:
 
 def hessian_job(sel: Selection, cfg: HessianConfig) -> Job:
     """Top-k Hessian eigenpairs at A and the overlaps of the direction A -> B."""
-    n_train = len(_dataset(checkpoint(sel.a)).y_train)
+    n_train = len(checkpoint_dataset(checkpoint(sel.a)).y_train)
     samples = n_train if cfg.subset is None else min(cfg.subset, n_train)
     hvps = max(2 * cfg.k + 1, 20) + 2  # ARPACK's Krylov size: one Lanczos run, typically
     cost = Cost(passes=1.0, hvps=hvps, hvp_samples=samples)  # BN recalibration, products

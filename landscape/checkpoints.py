@@ -22,6 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from landscape.data import Dataset, load_dataset
 from landscape.models import MODELS, build_model
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "MAX_BYTES",
     "Checkpoint",
     "CheckpointError",
+    "checkpoint_dataset",
     "content_hash",
     "load_checkpoint",
     "save_checkpoint",
@@ -275,3 +277,23 @@ def load_checkpoint(
     validate_state(state, meta["arch"], source=str(path))
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     return Checkpoint(state=state, meta=meta, hash=content_hash(state), path=path, name=path.stem)
+
+
+def checkpoint_dataset(ckpt: Checkpoint, *, data_root: str | None = None) -> Dataset:
+    """The data set named in a checkpoint's metadata, with its split seed.
+
+    Args:
+        ckpt: the checkpoint.
+        data_root: folder of mnist/cifar10 files; default: the one its metadata records
+            (uploads of such checkpoints name one).
+
+    Raises:
+        CheckpointError: the metadata names no data set.
+    """
+    data = ckpt.meta.get("data")
+    if not isinstance(data, dict) or "name" not in data:
+        raise CheckpointError(
+            f"{ckpt.path or ckpt.name or 'checkpoint'}: metadata names no data set"
+        )
+    root = data_root if data_root is not None else data.get("root")
+    return load_dataset(data["name"], root=root, seed=int(data.get("split_seed", 0)))

@@ -15,10 +15,9 @@ from pathlib import Path
 
 from landscape.checkpoints import CheckpointError, load_checkpoint
 from landscape.data import DATASETS, DataError
-from landscape.models import MODELS, prunable_names
-from landscape.params import sparsity
+from landscape.models import MODELS
 from landscape.progress import terminal_progress
-from landscape.studies import DEFAULT_ROOT
+from landscape.studies import DEFAULT_ROOT, summarize
 from landscape.train import OPTIMIZERS, SCHEDULES, TrainConfig, make_initial, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -124,16 +123,17 @@ def _add_defaults(sub: argparse._SubParsersAction) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     arch = {"name": args.arch, "kwargs": args.arch_kwargs} if args.arch else None
     ckpt = load_checkpoint(args.checkpoint, arch=arch)
-    model = ckpt.build_model()
-    sp = sparsity(ckpt.state, prunable_names(model))
-    n_params = sum(p.numel() for p in model.parameters())
+    summary = summarize(ckpt)
     print(f"file          {ckpt.path}")
     print(f"hash          {ckpt.hash}")
     for key in ("arch", "data", "optimizer", "step", "epoch", "seed"):
         print(f"{key:<13} {json.dumps(ckpt.meta.get(key))}")
-    print(f"parameters    {n_params}")
-    print(f"sparsity      {sp['zero']:.4f} exactly zero, {sp['small']:.4f} below 1e-3")
-    for name, frac in sp["layers"].items():
+    print(f"parameters    {summary.n_params}")
+    print(
+        f"sparsity      {summary.sparsity:.4f} exactly zero, "
+        f"{summary.sparsity_small:.4f} below 1e-3"
+    )
+    for name, frac in summary.layer_sparsity.items():
         print(f"  {name:<30} {frac:.4f}")
     _print_metrics("metrics", ckpt.meta.get("metrics") or {})
     return 0

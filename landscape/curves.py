@@ -28,8 +28,8 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.func import functional_call
 
-from landscape.checkpoints import Checkpoint, CheckpointError
-from landscape.data import Dataset, batches, load_dataset
+from landscape.checkpoints import Checkpoint, CheckpointError, checkpoint_dataset
+from landscape.data import Dataset, batches
 from landscape.evaluate import (
     METRICS,
     EvalData,
@@ -608,7 +608,7 @@ def _endpoint_data(a: Checkpoint, b: Checkpoint, cfg: CurveConfig) -> Dataset:
             raise ValueError(f"{ck.name or 'checkpoint'}: metadata names no data set")
     if (da["name"], da.get("split_seed", 0)) != (db["name"], db.get("split_seed", 0)):
         raise ValueError(f"endpoints were trained on different data: {da} vs {db}")
-    return load_dataset(da["name"], root=cfg.data_root, seed=int(da.get("split_seed", 0)))
+    return checkpoint_dataset(a, data_root=cfg.data_root)
 
 
 def _fit_inputs(a: Checkpoint, b: Checkpoint, cfg: CurveConfig, data: Dataset) -> dict:

@@ -23,8 +23,7 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from torch import nn
 from torch.func import functional_call
 
-from landscape.checkpoints import Checkpoint
-from landscape.data import load_dataset
+from landscape.checkpoints import Checkpoint, checkpoint_dataset
 from landscape.evaluate import EvalData
 from landscape.models import prunable_names
 from landscape.params import (
@@ -197,10 +196,7 @@ def hessian_study(
     store = store or Store()
     if b is not None and b.arch != a.arch:
         raise ValueError(f"{b.name} and {a.name} have different architectures")
-    meta = a.meta.get("data") or {}
-    if "name" not in meta:
-        raise ValueError(f"{a.path or a.name}: metadata names no data set")
-    ds = load_dataset(meta["name"], root=cfg.data_root, seed=int(meta.get("split_seed", 0)))
+    ds = checkpoint_dataset(a, data_root=cfg.data_root)
     data = EvalData.from_dataset(ds, device=cfg.device)
     n_samples = data.x_train.shape[0] if cfg.subset is None else min(cfg.subset, len(ds.y_train))
     inputs = {

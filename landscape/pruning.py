@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landscape.checkpoints import Checkpoint, CheckpointError, load_checkpoint
-from landscape.data import Dataset, batches, load_dataset
+from landscape.checkpoints import Checkpoint, CheckpointError, checkpoint_dataset, load_checkpoint
+from landscape.data import Dataset, batches
 from landscape.models import prunable_names
 from landscape.params import evaluate, recalibrate_bn, split_state
 from landscape.params import sparsity as sparsity_stats
@@ -88,14 +88,6 @@ def magnitude_optimizer_meta(
     if finetune_epochs > 0:  # lr, batch size and seed mean nothing without fine-tuning
         hp |= {"lr": lr, "batch_size": batch_size, "seed": seed}
     return {"name": "magnitude", "hparams": hp, "source_hash": source_hash}
-
-
-def _checkpoint_data(ckpt: Checkpoint, data_root: str | None) -> Dataset:
-    data = ckpt.meta.get("data")
-    if not isinstance(data, dict) or "name" not in data:
-        raise CheckpointError(f"{ckpt.path}: metadata names no data set to fine-tune/evaluate on")
-    root = data_root if data_root is not None else data.get("root")  # uploads may name one
-    return load_dataset(data["name"], root=root, seed=int(data.get("split_seed", 0)))
 
 
 def _metrics(
@@ -201,7 +193,7 @@ def prune_checkpoint(
             f"{ckpt.path}: already {have:.4f} sparse, more than the target {sparsity} "
             f"({scope} scope); magnitude pruning cannot reach it exactly"
         )
-    data = _checkpoint_data(ckpt, data_root)
+    data = checkpoint_dataset(ckpt, data_root=data_root)
     model.load_state_dict(pruned)
     model.to(dev)
     steps = 0

@@ -191,6 +191,10 @@ class Store:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
+    def find(self, kind: str, inputs: dict[str, Any]) -> Stored | None:
+        """The stored result for ``inputs``, or None; never computes."""
+        return self.load(kind, result_key(kind, inputs))
+
     def get_or_compute(
         self,
         kind: str,

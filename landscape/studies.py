@@ -372,10 +372,9 @@ class _ReadOnlyStore(Store):
         inputs: dict[str, Any],
         compute: Callable[[str], tuple[dict[str, Any], Arrays | None]],
     ) -> Stored:
-        key = result_key(kind, inputs)
-        found = self.load(kind, key)
+        found = self.find(kind, inputs)
         if found is None:
-            raise NotComputed(kind, key)
+            raise NotComputed(kind, result_key(kind, inputs))
         return found
 
 

@@ -29,8 +29,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from landscape.checkpoints import Checkpoint, content_hash, load_checkpoint
-from landscape.data import load_dataset
+from landscape.checkpoints import Checkpoint, checkpoint_dataset, content_hash, load_checkpoint
 from landscape.distributed import current_shard, evaluate_sharded, stored
 from landscape.evaluate import METRICS, EvalData, channels_last
 from landscape.params import (
@@ -465,10 +464,7 @@ class _Ahead:
 
 def _eval_data(ckpt: Checkpoint, *, device: str, bn_subset: int | None, data_root: str | None):
     """The checkpoint's data set on ``device``: (Dataset, EvalData)."""
-    meta = ckpt.meta.get("data") or {}
-    if "name" not in meta:
-        raise ValueError(f"{ckpt.path or ckpt.name}: metadata names no data set")
-    ds = load_dataset(meta["name"], root=data_root, seed=int(meta.get("split_seed", 0)))
+    ds = checkpoint_dataset(ckpt, data_root=data_root)
     return ds, EvalData.from_dataset(ds, device=device, bn_subset=bn_subset)
 
 
