@@ -10,6 +10,7 @@ read again.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,12 +22,13 @@ import streamlit as st
 import torch
 from torch import nn
 
-from landscape.checkpoints import Checkpoint, checkpoint_dataset, load_checkpoint
-from landscape.curves import CurveConfig, curve_study, load_curve
+from landscape.checkpoints import Checkpoint, CheckpointError, checkpoint_dataset, load_checkpoint
+from landscape.curves import CurveConfig, curve_meta, curve_study, load_curve
 from landscape.evaluate import EvalData, evaluate_points
 from landscape.hessian import HessianConfig, hessian_study, hvp
 from landscape.params import Named, flatten, recalibrate_bn, split_state
 from landscape.progress import Progress
+from landscape.research import open_research
 from landscape.store import Store, Stored
 from landscape.studies import (
     CheckpointSummary,
@@ -42,6 +44,7 @@ from landscape.studies import (
     summarize,
     upload_arch,
 )
+from landscape.studies import imported_curves as studies_imported_curves
 from landscape.surfaces import (
     DIRECTIONS,
     PCAConfig,
@@ -191,7 +194,7 @@ def upload_checkpoint(
     blob: bytes,
     filename: str,
     *,
-    arch_name: str,
+    arch_name: str | None,
     arch_kwargs: str,
     data: dict,
     max_bytes: int,
@@ -201,7 +204,8 @@ def upload_checkpoint(
     Args:
         blob: the file's bytes.
         filename: its name; ``.pt``/``.pth`` files use ``arch_name`` and ``arch_kwargs``.
-        arch_name: registry name of the architecture of a ``.pt``/``.pth`` file.
+        arch_name: architecture of a ``.pt``/``.pth`` file (registry or research-code name);
+            None: recognised from the file's keys.
         arch_kwargs: its constructor arguments as JSON text ("" for none).
         data: ``{"name", "split_seed"[, "root"]}``: the data set, used when the file names none.
         max_bytes: size limit.
@@ -213,13 +217,41 @@ def upload_checkpoint(
         CheckpointError / DataError / ValueError: the specific problem; nothing is written.
     """
     arch = None
-    if Path(filename).suffix.lower() in (".pt", ".pth"):
+    if Path(filename).suffix.lower() in (".pt", ".pth") and arch_name is not None:
         try:
             kwargs = json.loads(arch_kwargs) if arch_kwargs.strip() else {}
         except json.JSONDecodeError as err:
             raise ValueError(f"architecture arguments are not valid JSON: {err}") from err
         arch = upload_arch(arch_name, kwargs, data)
     return save_upload(blob, filename, arch=arch, data=data, max_bytes=max_bytes)
+
+
+@st.cache_data(max_entries=4, show_spinner="Reading the file")
+def inspect_research(blob: bytes, filename: str) -> dict:
+    """What a ``.pt``/``.pth`` file holds, its architecture recognised from its keys.
+
+    Returns:
+        {"kind", "label", "arch", "data", "epoch", "optimizer", "order"} (plain data, cached).
+
+    Raises:
+        CheckpointError: unreadable, refused, or not recognised.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(filename).name
+        path.write_bytes(blob)
+        try:
+            found = open_research(path)
+        except CheckpointError as err:
+            raise CheckpointError(str(err).replace(str(path), Path(filename).name)) from err
+    return {
+        "kind": found.kind,
+        "label": found.label,
+        "arch": found.arch,
+        "data": found.points[0].meta.get("data", {}),
+        "epoch": found.epoch,
+        "optimizer": found.optimizer,
+        "order": found.curve.order if found.curve is not None else None,
+    }
 
 
 @dataclass(frozen=True)
@@ -402,15 +434,26 @@ def data_root(member: Member) -> str | None:
     return (summary(member).data or {}).get("root")
 
 
-def curve_job(sel: Selection, cfg: CurveConfig) -> Job:
-    """Fit the Bezier curve from A to B and evaluate it and the straight line."""
+def imported_curves(sel: Selection) -> list[Path]:
+    """Curve files uploaded from the research code that run from A to B."""
+    return studies_imported_curves(checkpoint(sel.a), checkpoint(sel.b))
+
+
+def curve_job(sel: Selection, cfg: CurveConfig, imported: Path | None = None) -> Job:
+    """Fit the Bezier curve from A to B (or take an imported one); evaluate it and the line."""
+    if imported is not None:
+        # The curve is given: the fit options do not apply, so they do not split the key.
+        cfg = replace(cfg, order=int(curve_meta(imported)["order"]), epochs=0)
     fit = 3.0 * cfg.epochs if cfg.order > 1 else 0.0  # forward + backward ~ 3 forward passes
     cost = Cost(passes=fit, points=2 * cfg.points, bn_subset=cfg.bn_subset)  # curve and line
 
     def run(*, store: Store, progress: Progress | None = None) -> Stored:
-        return curve_study(_named(sel.a), _named(sel.b), cfg, store=store, progress=progress)
+        a, b = _named(sel.a), _named(sel.b)
+        curve = load_curve(imported, a, b) if imported is not None else None
+        return curve_study(a, b, cfg, store=store, progress=progress, curve=curve)
 
-    return Job("the curve", _ident("curve", [sel.a, sel.b], cfg), cost, run)
+    title = "the imported curve" if imported is not None else "the curve"
+    return Job(title, _ident("curve", [sel.a, sel.b], cfg, str(imported)), cost, run)
 
 
 def plane_job(sel: Selection, curve_cfg: CurveConfig, cfg: PlaneConfig) -> Job:

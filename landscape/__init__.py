@@ -4,12 +4,13 @@ __version__ = "0.1.0"  # defined first: the store hashes it into every result ke
 
 from landscape.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from landscape.curves import BezierCurve, CurveConfig, curve_study, fit_curve, load_curve
-from landscape.data import DataError, Dataset, load_dataset
+from landscape.data import NORMALIZATIONS, DataError, Dataset, load_dataset
 from landscape.evaluate import EvalData, evaluate_point, evaluate_points
 from landscape.hessian import HessianConfig, hessian_study, hvp, top_eigen
-from landscape.models import MODELS, build_model, prunable_names
+from landscape.models import MODELS, RESEARCH_ARCHS, build_model, prunable_names, resolve_arch
 from landscape.optim import GRDA
 from landscape.pruning import magnitude_prune, mask_stability, prune_checkpoint
+from landscape.research import export_research, load_any, open_research, recognize
 from landscape.store import Store
 from landscape.surfaces import (
     PCAConfig,
@@ -25,6 +26,8 @@ from landscape.train import TrainConfig, train
 __all__ = [
     "GRDA",
     "MODELS",
+    "NORMALIZATIONS",
+    "RESEARCH_ARCHS",
     "BezierCurve",
     "Checkpoint",
     "CheckpointError",
@@ -42,20 +45,25 @@ __all__ = [
     "curve_study",
     "evaluate_point",
     "evaluate_points",
+    "export_research",
     "fit_curve",
     "hessian_study",
     "hvp",
+    "load_any",
     "load_checkpoint",
     "load_curve",
     "load_dataset",
     "magnitude_prune",
     "mask_stability",
+    "open_research",
     "pareto_front",
     "pca_study",
     "plane_study",
     "prunable_names",
     "prune_checkpoint",
     "random_plane_study",
+    "recognize",
+    "resolve_arch",
     "run_sweep",
     "save_checkpoint",
     "slice_study",

@@ -153,30 +153,48 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     return state, meta
 
 
-def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+def read_torch_object(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` of a ``.pt``/``.pth`` file, with specific errors.
+
+    The restricted unpickler refuses any pickle that would import or call code, so a hostile
+    file raises here and nothing runs. Both torch's zip format and the legacy format are read.
+    """
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "refused"
+        # torch's message goes on to suggest weights_only=False: show only the reason.
+        reasons = [ln.strip() for ln in str(err).splitlines() if "Unpickler error" in ln]
         raise CheckpointError(
             f"{path}: refused to unpickle (only plain tensor state dicts are accepted; "
-            f"the file asks for code to run or unknown objects): {first}"
+            f"the file asks for code to run or unknown objects)"
+            + (f": {reasons[0].split('error:', 1)[-1].strip()}" if reasons else "")
         ) from err
     except Exception as err:  # torch.load raises many types on garbage
         raise CheckpointError(
             f"{path}: not a readable PyTorch state dict (truncated or garbage): {err}"
         ) from err
+
+
+# Keys under which training scripts nest the model's state dict; "model_state" is what the
+# mode-connectivity research code (and the gRDA fork of it) saves.
+STATE_WRAPPERS = ("state_dict", "model", "model_state_dict", "model_state")
+
+
+def state_from_object(obj: Any, path: Path | str) -> dict[str, torch.Tensor]:
+    """The state dict inside a loaded ``.pt`` object (a bare one or a training dict)."""
     if isinstance(obj, dict):
-        for wrapper in ("state_dict", "model", "model_state_dict"):
+        for wrapper in STATE_WRAPPERS:
             if isinstance(obj.get(wrapper), dict):
                 obj = obj[wrapper]
                 break
-    if not isinstance(obj, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    if (
+        not isinstance(obj, dict)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     ):
         raise CheckpointError(f"{path}: expected a dict of name -> tensor (a state dict)")
     # Checkpoints saved from DataParallel/DDP prefix every key with "module.".
-    if obj and all(k.startswith("module.") for k in obj):
+    if all(k.startswith("module.") for k in obj):
         obj = {k.removeprefix("module."): v for k, v in obj.items()}
     return obj
 
@@ -200,7 +218,10 @@ def validate_state(
             f"{source}: unknown architecture {name!r}; known: {', '.join(sorted(MODELS))}"
         )
     try:
-        reference = build_model(name, **arch.get("kwargs", {})).state_dict()
+        # On the meta device: names, shapes and dtypes without allocating (or initialising)
+        # the weights, which for a WideResNet28x10 would cost seconds.
+        with torch.device("meta"):
+            reference = build_model(name, **arch.get("kwargs", {})).state_dict()
     except Exception as err:  # kwargs from a file: a bad value can fail in any layer's init
         raise CheckpointError(f"{source}: {err}") from err
     missing = [k for k in reference if k not in state]
@@ -257,7 +278,8 @@ def load_checkpoint(
     elif suffix in (".pt", ".pth"):
         if arch is None:
             raise CheckpointError(f"{path}: a .pt/.pth state dict needs an architecture")
-        state, meta = _read_torch(path), {"format_version": FORMAT_VERSION}
+        state = state_from_object(read_torch_object(path), path)
+        meta = {"format_version": FORMAT_VERSION}
     else:
         raise CheckpointError(f"{path}: unsupported file type {suffix!r} (.safetensors, .pt, .pth)")
     if arch is not None:
@@ -296,4 +318,9 @@ def checkpoint_dataset(ckpt: Checkpoint, *, data_root: str | None = None) -> Dat
             f"{ckpt.path or ckpt.name or 'checkpoint'}: metadata names no data set"
         )
     root = data_root if data_root is not None else data.get("root")
-    return load_dataset(data["name"], root=root, seed=int(data.get("split_seed", 0)))
+    return load_dataset(
+        data["name"],
+        root=root,
+        seed=int(data.get("split_seed", 0)),
+        normalize=str(data.get("normalize", "none")),
+    )

@@ -13,10 +13,11 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from landscape.checkpoints import CheckpointError, load_checkpoint
-from landscape.data import DATASETS, DataError
-from landscape.models import MODELS
+from landscape.checkpoints import CheckpointError
+from landscape.data import DATASETS, NORMALIZATIONS, DataError
+from landscape.models import MODELS, RESEARCH_ARCHS
 from landscape.progress import terminal_progress
+from landscape.research import export_research, load_any, open_research
 from landscape.studies import DEFAULT_ROOT, summarize
 from landscape.train import OPTIMIZERS, SCHEDULES, TrainConfig, make_initial, train
 
@@ -38,6 +39,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", choices=DATASETS, default=d.data)
     p.add_argument("--data-root", default=d.data_root, help="folder with mnist/cifar10 files")
     p.add_argument("--split-seed", type=int, default=d.split_seed)
+    p.add_argument("--normalize", choices=sorted(NORMALIZATIONS), default=d.normalize)
     p.add_argument("--arch", choices=sorted(MODELS), default=d.arch)
     p.add_argument("--arch-kwargs", type=_json_dict, default={}, help='JSON, e.g. {"hidden": 32}')
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
@@ -120,14 +122,26 @@ def _add_defaults(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_defaults)
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
-    arch = {"name": args.arch, "kwargs": args.arch_kwargs} if args.arch else None
-    ckpt = load_checkpoint(args.checkpoint, arch=arch)
+ARCH_CHOICES = sorted(MODELS) + sorted(RESEARCH_ARCHS)  # registry names, research-code names
+
+
+def _arch_option(args: argparse.Namespace) -> dict | None:
+    return {"name": args.arch, "kwargs": args.arch_kwargs} if args.arch else None
+
+
+def _add_arch_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--arch", choices=ARCH_CHOICES, help="architecture of a .pt/.pth file (default: recognised)"
+    )
+    p.add_argument("--arch-kwargs", type=_json_dict, default={}, help='JSON, e.g. {"depth": 16}')
+
+
+def _print_checkpoint(ckpt) -> None:
     summary = summarize(ckpt)
-    print(f"file          {ckpt.path}")
     print(f"hash          {ckpt.hash}")
-    for key in ("arch", "data", "optimizer", "step", "epoch", "seed"):
-        print(f"{key:<13} {json.dumps(ckpt.meta.get(key))}")
+    for key in ("arch", "data", "optimizer", "step", "epoch", "seed", "source"):
+        if key in ckpt.meta:
+            print(f"{key:<13} {json.dumps(ckpt.meta.get(key))}")
     print(f"parameters    {summary.n_params}")
     print(
         f"sparsity      {summary.sparsity:.4f} exactly zero, "
@@ -136,15 +150,73 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for name, frac in summary.layer_sparsity.items():
         print(f"  {name:<30} {frac:.4f}")
     _print_metrics("metrics", ckpt.meta.get("metrics") or {})
+
+
+def _print_research(found) -> None:
+    how = "recognised from its keys" if found.recognized else "as given"
+    label = f" ({found.label})" if found.label else ""
+    print(f"file          {found.path}")
+    print(f"kind          {found.kind} saved by the mode-connectivity research code")
+    print(f"architecture  {found.arch['name']}{label} {json.dumps(found.arch['kwargs'])}, {how}")
+    if found.kind == "curve":
+        print(f"curve         Bezier, order {found.curve.order} ({found.curve.order - 1} bends)")
+    for ckpt in found.points:
+        if found.kind == "curve":
+            print(f"-- {ckpt.name}")
+        _print_checkpoint(ckpt)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    if Path(args.checkpoint).suffix.lower() in (".pt", ".pth"):
+        _print_research(open_research(args.checkpoint, arch=_arch_option(args)))
+        return 0
+    ckpt = load_any(args.checkpoint, arch=_arch_option(args))
+    print(f"file          {ckpt.path}")
+    _print_checkpoint(ckpt)
     return 0
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="metadata, metrics, parameter count and sparsity")
-    p.add_argument("checkpoint")
-    p.add_argument("--arch", choices=sorted(MODELS), help="architecture of a .pt/.pth file")
-    p.add_argument("--arch-kwargs", type=_json_dict, default={})
+    p.add_argument("checkpoint", help=".safetensors, or a .pt/.pth model or curve file")
+    _add_arch_options(p)
     p.set_defaults(func=_cmd_info)
+
+
+def _data_option(args: argparse.Namespace) -> dict | None:
+    if args.data is None:
+        return None
+    data = {"name": args.data, "split_seed": args.split_seed}
+    if args.normalize is not None:
+        data["normalize"] = args.normalize
+    if args.data_root:
+        data["root"] = args.data_root
+    return data
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    found = open_research(args.file, arch=_arch_option(args), data=_data_option(args))
+    _print_research(found)
+    files = export_research(found, args.out)
+    print("written: " + ", ".join(str(f) for f in files.values()))
+    if found.kind == "curve":
+        print(
+            f"evaluate it: landscape curve {files['start']} {files['end']} "
+            f"--curve {files['curve']} --out <folder> [--data-root <folder>]"
+        )
+    return 0
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="convert a model or curve file of the mode-connectivity code")
+    p.add_argument("file", help=".pt/.pth file (torch.save of model_state/optimizer_state)")
+    p.add_argument("--out", required=True, help="folder for model.safetensors or start/end/curve")
+    _add_arch_options(p)
+    p.add_argument("--data", choices=DATASETS, default=None, help="default: as recognised")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--normalize", choices=sorted(NORMALIZATIONS), default=None)
+    p.add_argument("--data-root", help="folder with the data set's files (kept in the metadata)")
+    p.set_defaults(func=_cmd_import)
 
 
 def _cmd_app(args: argparse.Namespace) -> int:
@@ -238,7 +310,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ValueError(f"--out must be a .safetensors file, got {out}")
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_any(args.checkpoint)
     with terminal_progress("prune") as progress:
         state, meta = prune_checkpoint(
             ckpt,
@@ -338,16 +410,32 @@ def _cmd_grid(args: argparse.Namespace, desc: str, study) -> int:
     return 0
 
 
+def _endpoints(args: argparse.Namespace):
+    """Checkpoints A and B and the curve given with ``--curve`` (None without it).
+
+    ``--curve`` takes a landscape curve file or a curve file of the research code (``.pt``);
+    the latter carries its own endpoints, which stand in for A and B when they are not given.
+    """
+    from landscape.curves import load_curve
+
+    if args.curve and Path(args.curve).suffix.lower() in (".pt", ".pth"):
+        found = open_research(args.curve)
+        if found.kind != "curve":
+            raise CheckpointError(f"{args.curve}: a model file, not a curve file")
+        a, b = (load_any(args.a), load_any(args.b)) if args.a else found.points
+        return a, b, found.curve
+    if not (args.a and args.b):
+        raise ValueError("give checkpoints A and B (or a research-code curve file with --curve)")
+    a, b = load_any(args.a), load_any(args.b)
+    return a, b, load_curve(args.curve, a, b) if args.curve else None
+
+
 def _cmd_plane(args: argparse.Namespace) -> int:
     from landscape.surfaces import PlaneConfig, plane_study
 
-    a, b = load_checkpoint(args.a), load_checkpoint(args.b)
-    if args.curve:
-        from landscape.curves import load_curve
-
-        third = load_curve(args.curve, a, b)
-    else:
-        third = load_checkpoint(args.third)
+    a, b, third = _endpoints(args)
+    if third is None:
+        third = load_any(args.third)
 
     def study(device, store, progress, shard):
         cfg = PlaneConfig(
@@ -365,10 +453,13 @@ def _cmd_plane(args: argparse.Namespace) -> int:
 
 def _add_plane(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plane", help="loss/accuracy on the plane through A, a bend or C, and B")
-    p.add_argument("a", help="checkpoint A (origin)")
-    p.add_argument("b", help="checkpoint B")
+    p.add_argument("a", nargs="?", help="checkpoint A (origin)")
+    p.add_argument("b", nargs="?", help="checkpoint B")
     third = p.add_mutually_exclusive_group(required=True)
-    third.add_argument("--curve", help="a fitted curve between A and B (its bend is the 3rd point)")
+    third.add_argument(
+        "--curve", help="a curve between A and B (its bend is the 3rd point); a .pt curve file "
+        "of the research code brings its own A and B",
+    )  # fmt: skip
     third.add_argument("--third", help="a third checkpoint C")
     p.add_argument("--margin", type=float, default=0.2, help="fraction of the extent per side")
     p.add_argument("--points-on-curve", type=int, default=61)
@@ -405,7 +496,7 @@ def _add_pca(sub: argparse._SubParsersAction) -> None:
 def _cmd_random_plane(args: argparse.Namespace) -> int:
     from landscape.surfaces import PlaneConfig, random_plane_study
 
-    ckpt = load_checkpoint(args.a)
+    ckpt = load_any(args.a)
 
     def study(device, store, progress, shard):
         cfg = PlaneConfig(
@@ -431,8 +522,8 @@ def _cmd_slice(args: argparse.Namespace) -> int:
     from landscape.hessian import HessianConfig
     from landscape.surfaces import PlaneConfig, slice_study
 
-    a = load_checkpoint(args.a)
-    b = load_checkpoint(args.to) if args.to else None
+    a = load_any(args.a)
+    b = load_any(args.to) if args.to else None
 
     def study(device, store, progress, shard):
         cfg = PlaneConfig(bn_subset=args.bn_subset, device=device, data_root=args.data_root)
@@ -462,8 +553,8 @@ def _cmd_hessian(args: argparse.Namespace) -> int:
     from landscape.hessian import HessianConfig, hessian_study, summarize
     from landscape.store import Store
 
-    a = load_checkpoint(args.a)
-    b = load_checkpoint(args.direction_to) if args.direction_to else None
+    a = load_any(args.a)
+    b = load_any(args.direction_to) if args.direction_to else None
     cfg = HessianConfig(
         k=args.k,
         subset=args.subset,
@@ -497,10 +588,10 @@ def _cmd_curve(args: argparse.Namespace) -> int:
     import csv
     import shutil
 
-    from landscape.curves import PATH_METRICS, CurveConfig, curve_study, load_curve
+    from landscape.curves import PATH_METRICS, CurveConfig, curve_study
     from landscape.store import Store
 
-    a, b = load_checkpoint(args.a), load_checkpoint(args.b)
+    a, b, curve = _endpoints(args)
     cfg = CurveConfig(
         order=args.order,
         epochs=args.epochs,
@@ -514,8 +605,7 @@ def _cmd_curve(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         device=args.device,
     )
-    cfg.check()  # bad options fail before anything is loaded or written
-    curve = load_curve(args.curve, a, b) if args.curve else None
+    cfg.check()  # bad options fail before anything is written
     if curve is not None:
         cfg.order = curve.order
     store = Store(args.store) if args.store else Store()
@@ -533,7 +623,7 @@ def _cmd_curve(args: argparse.Namespace) -> int:
         for i, t in enumerate(result.arrays["t"]):
             writer.writerow([f"{t:.6g}", *(f"{result.arrays[c][i]:.8g}" for c in cols)])
     print(
-        f"{args.a} (t=0) -> {args.b} (t=1), order {cfg.order}, {cfg.points} points, "
+        f"{a.name} (t=0) -> {b.name} (t=1), order {cfg.order}, {cfg.points} points, "
         f"BN on {result.data['bn_samples']} samples"
     )
     row = "{:<6} {:>14} {:>13} {:>12} {:>10} {:>12} {:>8}"
@@ -568,8 +658,8 @@ def _add_curve(sub: argparse._SubParsersAction) -> None:
 
     d = CurveConfig()
     p = sub.add_parser("curve", help="fit a Bezier curve between two minima; loss along it")
-    p.add_argument("a", help="checkpoint A (t = 0)")
-    p.add_argument("b", help="checkpoint B (t = 1)")
+    p.add_argument("a", nargs="?", help="checkpoint A (t = 0)")
+    p.add_argument("b", nargs="?", help="checkpoint B (t = 1)")
     p.add_argument(
         "--out", required=True, help="folder for curve.safetensors, result.json, path.csv"
     )
@@ -582,7 +672,10 @@ def _add_curve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--points", type=int, default=d.points, help="values of t in [0, 1]")
     p.add_argument("--bn-subset", type=int, default=None, help="BN recalibration samples")
-    p.add_argument("--curve", default=None, help="evaluate this fitted curve file instead")
+    p.add_argument(
+        "--curve", default=None, help="evaluate this curve instead of fitting one: a landscape "
+        "curve file, or a .pt curve file of the research code (its endpoints are A and B)",
+    )  # fmt: skip
     p.add_argument("--store", default=None, help="result folder (default $LANDSCAPE_HOME)")
     p.add_argument("--data-root", default=None, help="folder with mnist/cifar10 files")
     p.add_argument("--device", default=d.device, help="cpu or cuda")
@@ -639,6 +732,7 @@ _COMMANDS = [
     _add_train,
     _add_defaults,
     _add_info,
+    _add_import,
     _add_app,
     _add_sweep,
     _add_prune,

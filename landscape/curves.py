@@ -368,13 +368,16 @@ def save_curve(
     return path
 
 
-def _read_curve(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _read_curve(
+    path: Path, *, tensors: bool = True
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such curve file")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             raw = (f.metadata() or {}).get(_CURVE_FORMAT)
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (no iter)
+            names = list(f.keys()) if tensors else []
+            loaded = {k: f.get_tensor(k) for k in names}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: not a valid safetensors file: {err}") from err
     try:
@@ -385,7 +388,12 @@ def _read_curve(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise CheckpointError(f"{path}: not a curve file (no {_CURVE_FORMAT} metadata)")
     if meta.get("version", 0) > _CURVE_VERSION:
         raise CheckpointError(f"{path}: curve format {meta['version']} is newer than this code")
-    return tensors, meta
+    return loaded, meta
+
+
+def curve_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata of a curve file (order, endpoints, config), without reading its tensors."""
+    return _read_curve(Path(path), tensors=False)[1]
 
 
 def load_curve(path: str | Path, a: Checkpoint, b: Checkpoint) -> BezierCurve:
@@ -594,10 +602,13 @@ def summarize(path: PathResult) -> dict[str, Any]:
 
 def _joins(curve: BezierCurve, pa: Named, pb: Named) -> bool:
     """Whether ``curve`` runs from the weight point ``pa`` to ``pb`` exactly."""
-    if curve.names != list(pa):
+    if sorted(curve.names) != sorted(pa):
         return False
     ends = curve.ends.detach().cpu()
-    return torch.equal(ends[0], flatten(pa)) and torch.equal(ends[1], flatten(pb))
+    # By name: a checkpoint read from another file may list the same tensors in another order.
+    return torch.equal(ends[0], flatten(pa, curve.names)) and torch.equal(
+        ends[1], flatten(pb, curve.names)
+    )
 
 
 def _endpoint_data(a: Checkpoint, b: Checkpoint, cfg: CurveConfig) -> Dataset:

@@ -1,13 +1,17 @@
-"""Data sets: `digits` (bundled with scikit-learn), `mnist` and `cifar10` from a local folder.
+"""Data sets: `digits` (bundled with scikit-learn); `mnist`, `cifar10`, `cifar100` from a folder.
 
-Nothing is ever downloaded: `mnist` and `cifar10` are read from a folder the user names. Every
-data set comes back as a frozen `Dataset` of float32 images in [0, 1], shape (N, C, H, W), and
-int64 labels. Loads are cached, so the returned tensors are shared between callers and must be
-treated as read-only (never modify them in place; `.clone()` first if you need to).
+Nothing is ever downloaded: `mnist`, `cifar10` and `cifar100` are read from a folder the user
+names. Every data set comes back as a frozen `Dataset` of float32 images, shape (N, C, H, W), and
+int64 labels. Images are in [0, 1] unless a per-channel normalisation from `NORMALIZATIONS` is
+asked for (`load_dataset(..., normalize="vgg")`), which maps each channel to `(x - mean) / std`
+as the mode-connectivity research code does for CIFAR. Loads are cached, so the returned tensors
+are shared between callers and must be treated as read-only (never modify them in place;
+`.clone()` first if you need to).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import importlib
@@ -15,16 +19,24 @@ import io
 import pickle
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["DATASETS", "DataError", "Dataset", "batches", "load_dataset"]
+__all__ = ["DATASETS", "NORMALIZATIONS", "DataError", "Dataset", "batches", "load_dataset"]
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "cifar10")
+DATASETS: tuple[str, ...] = ("digits", "mnist", "cifar10", "cifar100")
+
+# Per-channel (mean, std) of images in [0, 1], as timgaripov/dnn-mode-connectivity `data.py`
+# (and gRDA-Optimizer `Connectivity_Projection/data.py`) normalise CIFAR-10 and CIFAR-100 with
+# its transforms "VGG" and "ResNet"; None leaves the images in [0, 1].
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
+    "none": None,
+    "vgg": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # the ImageNet statistics
+    "resnet": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),  # CIFAR-10's, as published
+}
 
 _MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -35,18 +47,39 @@ _MNIST_FILES = (
 _IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (N, H, W)
 _IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (N,)
 
-_CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-_CIFAR_TEST_FILE = "test_batch"
-_CIFAR_SUBFOLDER = "cifar-10-batches-py"  # what the official archive unpacks to
 
-_NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10}
+@dataclasses.dataclass(frozen=True)
+class _CifarLayout:
+    """Where one CIFAR data set keeps its pickled batches, and which key holds its labels."""
+
+    title: str  # for messages: "CIFAR-10"
+    train_files: tuple[str, ...]
+    test_file: str
+    subfolder: str  # what the official archive unpacks to
+    label_key: str  # looked up as bytes (Python 2 pickles) or str (files re-saved by Python 3)
+
+
+_CIFAR = {
+    "cifar10": _CifarLayout(
+        "CIFAR-10",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "test_batch",
+        "cifar-10-batches-py",
+        "labels",
+    ),
+    # The 100 fine labels; the 20 coarse superclasses in b'coarse_labels' are not used.
+    "cifar100": _CifarLayout("CIFAR-100", ("train",), "test", "cifar-100-python", "fine_labels"),
+}
+
+_NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
 
 
 class DataError(ValueError):
     """A data set cannot be loaded: unknown name, missing folder or files, or a wrong format."""
 
 
-@dataclass(frozen=True, eq=False)  # eq=False: tensor fields make a generated __eq__ ambiguous
+# eq=False: tensor fields make a generated __eq__ ambiguous.
+@dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
     """An image classification data set with a fixed train/test split.
 
@@ -54,12 +87,14 @@ class Dataset:
 
     Attributes:
         name: one of `DATASETS`.
-        x_train: (N, C, H, W) float32 images in [0, 1].
+        x_train: (N, C, H, W) float32 images: in [0, 1] if `normalize` is "none", else
+            `(x - mean[c]) / std[c]` of those with the (mean, std) of `NORMALIZATIONS[normalize]`.
         y_train: (N,) int64 labels in [0, num_classes).
-        x_test: (M, C, H, W) float32 images in [0, 1].
+        x_test: (M, C, H, W) float32 images, scaled like `x_train`.
         y_test: (M,) int64 labels.
         num_classes: number of classes.
         split_seed: seed of the train/test split (recorded even where the split is official).
+        normalize: key of `NORMALIZATIONS` that was applied to the images; "none" by default.
     """
 
     name: str
@@ -69,6 +104,7 @@ class Dataset:
     y_test: torch.Tensor
     num_classes: int
     split_seed: int
+    normalize: str = "none"  # a default, so Datasets built by hand stay in [0, 1] as before
 
     def __post_init__(self) -> None:
         # Catch hand-built data sets with the wrong layout here, not deep inside a training step.
@@ -93,6 +129,7 @@ class Dataset:
                 f"{self.name}: train images {tuple(self.x_train.shape[1:])} and test images "
                 f"{tuple(self.x_test.shape[1:])} differ in shape"
             )
+        _normalization(self.name, self.normalize, self.input_shape[0])
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -104,42 +141,62 @@ class Dataset:
         """A JSON-able summary, for checkpoint metadata and result keys.
 
         Returns:
-            {"name", "split_seed", "n_train", "n_test", "input_shape", "num_classes"};
-            `input_shape` is a list so the dict survives a JSON round trip unchanged.
+            {"name", "split_seed", "n_train", "n_test", "input_shape", "num_classes",
+            "normalize"}, plus "mean" and "std" when `normalize` is not "none"; sequences are
+            lists so the dict survives a JSON round trip unchanged.
         """
-        return {
+        desc: dict[str, Any] = {
             "name": self.name,
             "split_seed": int(self.split_seed),
             "n_train": int(len(self.y_train)),
             "n_test": int(len(self.y_test)),
             "input_shape": list(self.input_shape),
             "num_classes": int(self.num_classes),
+            "normalize": self.normalize,
         }
+        stats = NORMALIZATIONS[self.normalize]
+        if stats is not None:
+            # The values themselves, so a result still says what was done if the table changes.
+            desc["mean"], desc["std"] = list(stats[0]), list(stats[1])
+        return desc
 
 
 def load_dataset(
-    name: str, *, root: str | Path | None = None, seed: int = 0, limit: int | None = None
+    name: str,
+    *,
+    root: str | Path | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    normalize: str = "none",
 ) -> Dataset:
     """Load a data set by name; nothing is downloaded.
 
     Args:
         name: one of `DATASETS`.
-        root: folder holding the files of `mnist` / `cifar10` (ignored for `digits`).
+        root: folder holding the files of `mnist` / `cifar10` / `cifar100` (ignored for
+            `digits`).
             mnist: train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
             t10k-labels-idx1-ubyte, each plain or with a `.gz` suffix.
             cifar10: data_batch_1..5 and test_batch, in `root` or `root/cifar-10-batches-py`.
-        seed: seed of the stratified train/test split of `digits`; mnist and cifar10 use their
-            official split and only record the seed.
+            cifar100: train and test, in `root` or `root/cifar-100-python`; the labels are the
+            100 fine labels.
+        seed: seed of the stratified train/test split of `digits`; mnist, cifar10 and cifar100
+            use their official split and only record the seed.
         limit: keep only the first `limit` training and the first `limit` test samples.
+        normalize: a key of `NORMALIZATIONS`: "none" keeps images in [0, 1]; "vgg" and "resnet"
+            map channel c to `(x - mean[c]) / std[c]` and need 3-channel images.
 
     Returns:
         A cached, frozen `Dataset`; its tensors are shared, so never modify them in place.
 
     Raises:
-        DataError: unknown name, bad arguments, missing folder or files, or a wrong file format.
+        DataError: unknown name, bad arguments, a normalisation that does not fit the images,
+            missing folder or files, or a wrong file format.
     """
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
+    # Checked before any file is read; whether the channels fit is checked once images are in.
+    _normalization(name, normalize, None)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise DataError(f"{name}: seed must be an int, got {seed!r}")
     if limit is not None and (
@@ -151,7 +208,7 @@ def load_dataset(
 
     if name == "digits":
         # root is ignored, so keep it out of the cache key: one copy however it is called.
-        return _load_cached(name, None, seed, limit, ())
+        return _load_cached(name, None, seed, limit, normalize, ())
 
     if root is None:
         raise DataError(
@@ -159,11 +216,11 @@ def load_dataset(
             f"downloaded. Expected files: {_expected_files(name)}"
         )
     folder = Path(root).expanduser().resolve()
-    files = _find_mnist(folder) if name == "mnist" else _find_cifar10(folder)
+    files = _find_mnist(folder) if name == "mnist" else _find_cifar(name, folder)
     # Size and mtime in the key: files replaced in the same folder are read again, not served
     # stale from the cache.
     stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    return _load_cached(name, str(folder), seed, limit, stamp)
+    return _load_cached(name, str(folder), seed, limit, normalize, stamp)
 
 
 def batches(
@@ -211,21 +268,55 @@ def _iter_batches(
 
 @functools.lru_cache(maxsize=4)  # small: a full cifar10 in float32 is ~0.7 GB
 def _load_cached(
-    name: str, root: str | None, seed: int, limit: int | None, stamp: tuple
+    name: str, root: str | None, seed: int, limit: int | None, normalize: str, stamp: tuple
 ) -> Dataset:
     if name == "digits":
-        return _load_digits(seed, limit)
-    assert root is not None
-    if name == "mnist":
-        return _load_mnist(Path(root), seed, limit)
-    return _load_cifar10(Path(root), seed, limit)
+        ds = _load_digits(seed, limit)
+    else:
+        assert root is not None
+        if name == "mnist":
+            ds = _load_mnist(Path(root), seed, limit)
+        else:
+            ds = _load_cifar(name, Path(root), seed, limit)
+    return _normalized(ds, normalize)
+
+
+def _normalization(
+    name: str, normalize: str, channels: int | None
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The (mean, std) of `normalize`, or None for "none"; `channels=None` skips that check."""
+    if not isinstance(normalize, str) or normalize not in NORMALIZATIONS:
+        raise DataError(
+            f"{name}: unknown normalize {normalize!r}; choose one of: {', '.join(NORMALIZATIONS)}"
+        )
+    stats = NORMALIZATIONS[normalize]
+    if stats is not None and channels is not None and channels != len(stats[0]):
+        raise DataError(
+            f"{name}: normalize={normalize!r} needs images with {len(stats[0])} channels, "
+            f"but {name} images have {channels} channel{'s' if channels != 1 else ''}"
+        )
+    return stats
+
+
+def _normalized(ds: Dataset, normalize: str) -> Dataset:
+    stats = _normalization(ds.name, normalize, ds.input_shape[0])
+    if stats is None:
+        return ds
+    mean = torch.tensor(stats[0], dtype=torch.float32).view(-1, 1, 1)  # (C, 1, 1)
+    std = torch.tensor(stats[1], dtype=torch.float32).view(-1, 1, 1)  # (C, 1, 1)
+    # In place: `ds` was just loaded and never left `_load_cached`, so nothing else holds its
+    # tensors, and a full data set is not held twice. Float32 arithmetic, as torchvision's
+    # Normalize on a ToTensor image.
+    for x in (ds.x_train, ds.x_test):
+        x.sub_(mean).div_(std)  # (N, C, H, W)
+    return dataclasses.replace(ds, normalize=normalize)
 
 
 def _expected_files(name: str) -> str:
     if name == "mnist":
         return ", ".join(f"{f}[.gz]" for f in _MNIST_FILES)
-    if name == "cifar10":
-        return ", ".join((*_CIFAR_TRAIN_FILES, _CIFAR_TEST_FILE))
+    if name in _CIFAR:
+        return ", ".join((*_CIFAR[name].train_files, _CIFAR[name].test_file))
     return "(none: bundled with scikit-learn)"
 
 
@@ -364,14 +455,16 @@ def _load_mnist(folder: Path, seed: int, limit: int | None) -> Dataset:
     )
 
 
-def _find_cifar10(folder: Path) -> list[Path]:
-    names = (*_CIFAR_TRAIN_FILES, _CIFAR_TEST_FILE)
-    expected = _expected_files("cifar10")
+def _find_cifar(name: str, folder: Path) -> list[Path]:
+    """The batch files of `name` (a key of `_CIFAR`): the training batches, then the test batch."""
+    layout = _CIFAR[name]
+    names = (*layout.train_files, layout.test_file)
+    expected = _expected_files(name)
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
-        raise DataError(f"cifar10: folder {folder} {what}; expected files: {expected}")
-    # The official archive unpacks to cifar-10-batches-py/, so accept the folder above it too.
-    candidates = [folder, folder / _CIFAR_SUBFOLDER]
+        raise DataError(f"{name}: folder {folder} {what}; expected files: {expected}")
+    # The official archive unpacks to a subfolder, so accept the folder above it too.
+    candidates = [folder, folder / layout.subfolder]
     best_missing: list[str] | None = None
     for cand in candidates:
         missing = [n for n in names if not (cand / n).is_file()]
@@ -381,7 +474,7 @@ def _find_cifar10(folder: Path) -> list[Path]:
             best_missing = missing
     assert best_missing is not None
     raise DataError(
-        f"cifar10: neither folder {folder} nor {folder / _CIFAR_SUBFOLDER} contains "
+        f"{name}: neither folder {folder} nor {folder / layout.subfolder} contains "
         f"{', '.join(best_missing)}; expected files: {expected}"
     )
 
@@ -394,7 +487,7 @@ def _import_attr(module: str, attr: str) -> Callable[..., Any] | None:
 
 
 def _safe_globals() -> dict[tuple[str, str], Any]:
-    """The only globals a CIFAR-10 batch may name, each mapped to the object it means."""
+    """The only globals a CIFAR batch may name, each mapped to the object it means."""
     # numpy 2 moved numpy.core to numpy._core; old files (numpy 1, Python 2) name numpy.core.
     # Resolve to whichever this numpy has, importing the deprecated path only as a fallback.
     reconstruct = _import_attr("numpy._core.multiarray", "_reconstruct") or _import_attr(
@@ -431,73 +524,81 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     _allowed = _safe_globals()
 
-    def __init__(self, file: io.BufferedIOBase, path: Path) -> None:
+    def __init__(self, file: io.BufferedIOBase, path: Path, dataset: str) -> None:
         super().__init__(file, encoding="bytes")
         self._path = path
+        self._dataset = dataset  # a key of `_CIFAR`, for messages
 
     def find_class(self, module: str, name: str) -> Any:
         obj = self._allowed.get((module, name))
         if obj is None:
             raise DataError(
-                f"cifar10: {self._path} refers to the forbidden global {module}.{name}; "
-                f"only numpy arrays, lists and dicts are allowed in a CIFAR-10 batch"
+                f"{self._dataset}: {self._path} refers to the forbidden global {module}.{name}; "
+                f"only numpy arrays, lists and dicts are allowed in a "
+                f"{_CIFAR[self._dataset].title} batch"
             )
         return obj
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_cifar_batch(name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read and check one pickled batch of `name` (a key of `_CIFAR`): (N, 3072) data, labels."""
+    layout = _CIFAR[name]
+    key = layout.label_key
+    bkey = repr(key.encode())  # b'labels', as the key is spelled in messages
     try:
         with path.open("rb") as f:
-            batch = _RestrictedUnpickler(f, path).load()
+            batch = _RestrictedUnpickler(f, path, name).load()
     except DataError:
         raise
     except Exception as e:  # a corrupt pickle raises nearly anything (EOFError, KeyError, ...)
-        raise DataError(f"cifar10: {path} is not a readable CIFAR-10 pickle batch: {e!r}") from e
+        raise DataError(
+            f"{name}: {path} is not a readable {layout.title} pickle batch: {e!r}"
+        ) from e
     if not isinstance(batch, dict):
-        raise DataError(f"cifar10: {path} holds a {type(batch).__name__}, expected a dict")
+        raise DataError(f"{name}: {path} holds a {type(batch).__name__}, expected a dict")
     # encoding="bytes" keeps Python 2 keys as bytes; files re-saved by Python 3 may use str.
     data = batch.get(b"data", batch.get("data"))
-    labels = batch.get(b"labels", batch.get("labels"))
+    labels = batch.get(key.encode(), batch.get(key))
     if data is None or labels is None:
         raise DataError(
-            f"cifar10: {path} lacks the keys b'data' and/or b'labels' "
+            f"{name}: {path} lacks the keys b'data' and/or {bkey} "
             f"(found {sorted(map(repr, batch))})"
         )
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
         raise DataError(
-            f"cifar10: {path}: b'data' must be a (N, 3072) uint8 array, got "
+            f"{name}: {path}: b'data' must be a (N, 3072) uint8 array, got "
             f"{type(data).__name__} {getattr(data, 'dtype', '')} {getattr(data, 'shape', '')}"
         )
     if data.shape[1] != 3 * 32 * 32:
-        raise DataError(f"cifar10: {path}: b'data' has shape {data.shape}, expected (N, 3072)")
+        raise DataError(f"{name}: {path}: b'data' has shape {data.shape}, expected (N, 3072)")
     try:
         labels = np.asarray(labels)
     except Exception as e:
-        raise DataError(f"cifar10: {path}: b'labels' is not a list of ints: {e!r}") from e
+        raise DataError(f"{name}: {path}: {bkey} is not a list of ints: {e!r}") from e
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"cifar10: {path}: b'labels' must be a list of ints, got {labels.dtype}")
+        raise DataError(f"{name}: {path}: {bkey} must be a list of ints, got {labels.dtype}")
     if len(labels) != len(data):
-        raise DataError(f"cifar10: {path} holds {len(data)} images but {len(labels)} labels")
-    _check_labels("cifar10", str(path), labels)
+        raise DataError(f"{name}: {path} holds {len(data)} images but {len(labels)} labels")
+    _check_labels(name, str(path), labels)
     return data, labels
 
 
-def _load_cifar10(folder: Path, seed: int, limit: int | None) -> Dataset:
-    paths = _find_cifar10(folder)
+def _load_cifar(name: str, folder: Path, seed: int, limit: int | None) -> Dataset:
+    paths = _find_cifar(name, folder)
     # Every batch is read (and validated) even with `limit`, so a limited load never hides a
     # broken file that the full load would reject.
-    train = [_read_cifar_batch(p) for p in paths[:-1]]
-    x_te, y_te = _read_cifar_batch(paths[-1])
+    train = [_read_cifar_batch(name, p) for p in paths[:-1]]
+    x_te, y_te = _read_cifar_batch(name, paths[-1])
     x_tr = np.concatenate([d for d, _ in train])[:limit]
     y_tr = np.concatenate([lab for _, lab in train])[:limit]
     x_te, y_te = x_te[:limit], y_te[:limit]
     # Rows are 1024 red, 1024 green, 1024 blue values, each a row-major 32x32 plane.
     return Dataset(
-        name="cifar10",
+        name=name,
         x_train=_to_images(x_tr.reshape(-1, 3, 32, 32), 255.0),
         y_train=_to_labels(y_tr),
         x_test=_to_images(x_te.reshape(-1, 3, 32, 32), 255.0),
         y_test=_to_labels(y_te),
-        num_classes=_NUM_CLASSES["cifar10"],
+        num_classes=_NUM_CLASSES[name],
         split_seed=seed,
     )

@@ -23,9 +23,11 @@ from landscape.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
+from landscape.curves import CurveConfig, save_curve
 from landscape.data import DATASETS, load_dataset
-from landscape.models import prunable_names
+from landscape.models import RESEARCH_ARCHS, prunable_names, resolve_arch
 from landscape.params import sparsity
+from landscape.research import open_research
 from landscape.store import Arrays, Store, Stored, atomic_write, home, result_key
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "create_study",
     "default_study",
     "get_study",
+    "imported_curves",
     "list_studies",
     "list_uploads",
     "lookup",
@@ -51,6 +54,7 @@ __all__ = [
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "checkpoints"  # the bundled runs
 DEFAULT_NAME = "default"
 UPLOAD_SUFFIXES = (".safetensors", ".pt", ".pth")
+RESEARCH_FAMILIES = frozenset(name for name, _ in RESEARCH_ARCHS.values())
 _MAX_NAME = 80  # study names are shown in a sidebar selector
 
 
@@ -81,12 +85,19 @@ class Study:
 
 @dataclass(frozen=True)
 class Upload:
-    """A stored upload: where it lives, its content hash, and whether it was new."""
+    """A stored upload: where it lives, its content hash, and whether it was new.
+
+    For a curve file of the research code, ``member`` is the curve's start (t = 0), ``end``
+    its end (t = 1), ``curve`` the stored curve file and ``study`` the study made of the two.
+    """
 
     member: Member
     hash: str
     meta: dict[str, Any]
     new: bool
+    end: Member | None = None
+    curve: str | None = None
+    study: str | None = None
 
 
 @dataclass(frozen=True)
@@ -253,6 +264,10 @@ def upload_arch(name: str, kwargs: dict[str, Any], data: dict[str, Any]) -> dict
     """
     if not isinstance(kwargs, dict):
         raise ValueError(f"architecture arguments must be a JSON object, got {kwargs!r}")
+    name, kwargs = resolve_arch(name, kwargs)
+    if name in RESEARCH_FAMILIES:
+        # Built for 32x32 RGB; the classes are read off the file when it is opened.
+        return {"name": name, "kwargs": kwargs}
     ds = load_dataset(data["name"], root=data.get("root"), seed=int(data.get("split_seed", 0)))
     sized = {"in_shape": list(ds.input_shape), "num_classes": ds.num_classes}
     return {"name": name, "kwargs": {**sized, **kwargs}}
@@ -278,15 +293,20 @@ def save_upload(
 ) -> Upload:
     """Validate an uploaded checkpoint and keep it as ``home()/uploads/<hash>.safetensors``.
 
-    The bytes are validated through :func:`load_checkpoint` from a temporary file; only a
-    valid checkpoint is written (re-saved as safetensors with its metadata), so a bad file
-    leaves the uploads and studies untouched. The same weights uploaded twice are kept once.
+    The bytes are validated from a temporary file: ``.safetensors`` through
+    :func:`load_checkpoint`, ``.pt``/``.pth`` through :func:`landscape.research.open_research`
+    (plain state dicts and the research code's model and curve files; the architecture is
+    recognised when not given). Only valid files are written (re-saved as safetensors with
+    their metadata), so a bad file leaves the uploads and studies untouched. The same weights
+    uploaded twice are kept once. A curve file keeps both endpoints, its curve (in
+    ``uploads/curves/``, found by :func:`imported_curves`) and a study named after the file.
 
     Args:
         blob: the file's bytes.
         filename: its name as uploaded (the suffix picks the reader; the name is the label).
-        arch: ``{"name", "kwargs"}``, required for ``.pt``/``.pth`` files.
-        data: ``{"name", "split_seed"}``, used only when the file's metadata names no data set.
+        arch: ``{"name", "kwargs"}`` for ``.pt``/``.pth`` files; None: recognised.
+        data: ``{"name", "split_seed"[, "root", "normalize"]}``, used when the file's metadata
+            names no data set (for recognised research files: completes their data set).
         max_bytes: size limit.
 
     Returns:
@@ -305,17 +325,39 @@ def save_upload(
         raise CheckpointError(
             f"{label}: file is {len(blob)} bytes, over the size limit of {max_bytes} bytes"
         )
+    curve = None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / label
         path.write_bytes(blob)
         try:
-            ckpt = load_checkpoint(path, arch=arch, max_bytes=max_bytes)
+            if suffix == ".safetensors":
+                points = [load_checkpoint(path, arch=arch, max_bytes=max_bytes)]
+            else:
+                found = open_research(path, arch=arch, data=data, max_bytes=max_bytes)
+                points, curve = found.points, found.curve
         except CheckpointError as err:
             # Name the file as the user knows it, not the temporary copy.
             raise CheckpointError(str(err).replace(str(path), label)) from err
-    if data is not None and not ckpt.meta.get("data"):
-        ckpt.meta["data"] = data
-    _check_data(ckpt.meta, label)
+    for ckpt in points:
+        if data is not None and not ckpt.meta.get("data"):
+            ckpt.meta["data"] = data
+        _check_data(ckpt.meta, label)
+    labels = [label] if curve is None else [f"{label} t=0", f"{label} t=1"]
+    stored = [_keep(ckpt, name) for ckpt, name in zip(points, labels, strict=True)]
+    first, new = stored[0]
+    if curve is None:
+        return Upload(first, points[0].hash, points[0].meta, new)
+    a, b = points
+    target = _uploads_dir() / "curves" / f"{a.hash}-{b.hash}-{label}.safetensors"
+    save_curve(target, curve, a, b, CurveConfig(order=curve.order, epochs=0))
+    study = label
+    if study not in {s.name for s in list_studies()}:
+        create_study(study, [first, stored[1][0]])
+    return Upload(first, a.hash, a.meta, new, stored[1][0], str(target), study)
+
+
+def _keep(ckpt: Checkpoint, label: str) -> tuple[Member, bool]:
+    """Write a validated checkpoint to the uploads (once per content hash)."""
     target = _uploads_dir() / f"{ckpt.hash}.safetensors"
     new = not target.exists()
     with _lock():
@@ -325,7 +367,13 @@ def save_upload(
         index["uploads"].setdefault(ckpt.hash, {"label": label})
         _write_index(index)
         label = index["uploads"][ckpt.hash]["label"]
-    return Upload(Member(label=label, path=str(target)), ckpt.hash, ckpt.meta, new)
+    return Member(label=label, path=str(target)), new
+
+
+def imported_curves(a: Checkpoint, b: Checkpoint) -> list[Path]:
+    """Curve files uploaded from the research code that run from ``a`` to ``b``."""
+    folder = _uploads_dir() / "curves"
+    return sorted(folder.glob(f"{a.hash}-{b.hash}-*.safetensors")) if folder.is_dir() else []
 
 
 def list_uploads() -> list[Member]:

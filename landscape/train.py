@@ -44,9 +44,10 @@ SCHEDULES = ("const", "paper")
 class TrainConfig:
     """Everything that determines a training run (stored in run.json and checkpoint metadata)."""
 
-    data: str = "digits"  # digits (bundled), mnist, cifar10 (local folder in data_root)
+    data: str = "digits"  # digits (bundled), mnist, cifar10, cifar100 (folder in data_root)
     data_root: str | None = None  # folder with the mnist / cifar10 files
     split_seed: int = 0  # train/test split of digits
+    normalize: str = "none"  # per-channel normalisation (landscape.data.NORMALIZATIONS)
     arch: str = "cnn"  # registry name in landscape.models
     arch_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments
     optimizer: str = "sgd"  # sgd or grda (grda with momentum > 0 is gRDAM)
@@ -86,12 +87,18 @@ def _arch_meta(cfg: TrainConfig, data: Dataset) -> dict[str, Any]:
 
 
 def _data_meta(cfg: TrainConfig) -> dict[str, Any]:
-    return {"name": cfg.data, "split_seed": cfg.split_seed}
+    # "normalize" only when set, so runs without it keep their metadata as before.
+    norm = {"normalize": cfg.normalize} if cfg.normalize != "none" else {}
+    return {"name": cfg.data, "split_seed": cfg.split_seed, **norm}
+
+
+def _dataset(cfg: TrainConfig) -> Dataset:
+    return load_dataset(cfg.data, root=cfg.data_root, seed=cfg.split_seed, normalize=cfg.normalize)
 
 
 def make_initial(cfg: TrainConfig, out: str | Path) -> Checkpoint:
     """Write the seeded initial weights of ``cfg``'s architecture to ``out`` (shared init)."""
-    data = load_dataset(cfg.data, root=cfg.data_root, seed=cfg.split_seed)
+    data = _dataset(cfg)
     arch = _arch_meta(cfg, data)
     torch.manual_seed(cfg.seed)
     model = build_model(arch["name"], **arch["kwargs"])
@@ -142,7 +149,7 @@ def train(cfg: TrainConfig, out: str | Path, *, progress: Progress | None = None
         raise ValueError("epochs and batch_size must be >= 1 and snapshots >= 0")
     start = time.perf_counter()
     device = torch.device(cfg.device)
-    data = load_dataset(cfg.data, root=cfg.data_root, seed=cfg.split_seed)
+    data = _dataset(cfg)
     arch = _arch_meta(cfg, data)
     torch.manual_seed(cfg.seed)
     model = build_model(arch["name"], **arch["kwargs"])

@@ -82,7 +82,7 @@ def test_upload_keeps_file_by_content_hash_once(home):
 def test_upload_pt_needs_architecture_and_gets_data_shape(home, tmp_path):
     blob = _mlp_pt(tmp_path / "m.pt").read_bytes()
     with pytest.raises(
-        CheckpointError, match=r"m\.pt: a \.pt/\.pth state dict needs an architecture"
+        CheckpointError, match=r"m\.pt: architecture not recognised from its keys .*; choose one"
     ):
         save_upload(blob, "m.pt", data={"name": "digits", "split_seed": 0})
     arch = {"name": "mlp", "kwargs": {"in_shape": [1, 8, 8], "num_classes": 10}}

@@ -160,9 +160,11 @@ def test_float64_is_converted_to_float32(tmp_path):
 
 
 def test_unknown_architecture(tmp_path):
-    path = _write(tmp_path / "m.safetensors", _state(), {"arch": {"name": "vgg", "kwargs": {}}})
+    path = _write(
+        tmp_path / "m.safetensors", _state(), {"arch": {"name": "resnet50", "kwargs": {}}}
+    )
     known = ", ".join(sorted(MODELS))
-    with pytest.raises(CheckpointError, match=f"unknown architecture 'vgg'; known: {known}"):
+    with pytest.raises(CheckpointError, match=f"unknown architecture 'resnet50'; known: {known}"):
         load_checkpoint(path)
 
 

@@ -34,7 +34,7 @@ def _independent_prunable(model: nn.Module) -> list[str]:
 
 
 def test_registry_names():
-    assert set(MODELS) == {"mlp", "cnn", "resnet20"}
+    assert set(MODELS) == {"mlp", "cnn", "resnet20", "vgg", "preresnet", "wideresnet"}
 
 
 @pytest.mark.parametrize(("name", "kwargs", "shape"), CASES)
@@ -61,8 +61,8 @@ def test_seeded_build_is_reproducible(name):
 
 
 def test_unknown_name_lists_known():
-    with pytest.raises(ValueError, match="Unknown architecture 'vgg'") as info:
-        build_model("vgg")
+    with pytest.raises(ValueError, match="Unknown architecture 'resnet50'") as info:
+        build_model("resnet50")
     for known in MODELS:
         assert known in str(info.value)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -36,6 +38,40 @@ def _options(sel: state.Selection) -> CurveConfig:
     )
     st.session_state[ui.CURVE_KEY] = cfg
     return cfg
+
+
+def _source(sel: state.Selection) -> Path | None:
+    """The curve to show: fitted here (None), or one imported from the research code."""
+    imported = state.imported_curves(sel)
+    if not imported:
+        return None
+    names = ["fitted here", *(f"imported: {p.stem.split('-', 2)[2]}" for p in imported)]
+    choice = st.radio("Curve", names, horizontal=True, key="curve_source")
+    return None if choice == names[0] else imported[names.index(choice) - 1]
+
+
+def _compare(sel: state.Selection, cfg: CurveConfig, imported: Path | None, res, log) -> None:
+    """The imported curve beside the one fitted here, once both are computed."""
+    other_file = None if imported is not None else state.imported_curves(sel)[0]
+    other = state.find(state.curve_job(sel, cfg, other_file))
+    st.subheader("Imported curve and curve fitted here")
+    if other is None:
+        which = "fitted here" if imported is not None else "imported"
+        st.caption(f"Compute the curve {which} (choose it above) to compare the two.")
+        return
+    mine, theirs = (other, res) if imported is not None else (res, other)
+    if len(mine.arrays["t"]) != len(theirs.arrays["t"]):
+        st.caption("The two were evaluated at different t; use the same number of points.")
+        return
+    for m in ("train_loss", "test_acc"):
+        paths = {
+            "imported curve": theirs.arrays[f"curve_{m}"],
+            "fitted here": mine.arrays[f"curve_{m}"],
+            "line": mine.arrays[f"line_{m}"],
+        }
+        fig = charts.path_metric(mine.arrays["t"], paths, m, log_y=log and charts.is_loss(m))
+        table = pd.DataFrame({"t": mine.arrays["t"], **paths})
+        ui.chart(fig, table, f"compare_{m}")
 
 
 def _table(res: Stored) -> pd.DataFrame:
@@ -92,7 +128,9 @@ def main() -> None:
         "line; BatchNorm statistics recomputed at every point. t = 0 is A, t = 1 is B."
     )
     cfg = _options(sel)
-    res = ui.result(state.curve_job(sel, cfg), sel, key="curve_compute", label="Fit curve")
+    imported = _source(sel)
+    label = "Evaluate the imported curve" if imported else "Fit curve"
+    res = ui.result(state.curve_job(sel, cfg, imported), sel, key="curve_compute", label=label)
     if res is None:
         return
     st.subheader("Barriers")
@@ -113,6 +151,8 @@ def main() -> None:
         paths = {name: res.arrays[f"{name}_{m}"] for name in PATHS}
         fig = charts.path_metric(res.arrays["t"], paths, m, log_y=log and charts.is_loss(m), at=t)
         ui.chart(fig, frame[["t", "curve_" + m, "line_" + m]], f"path_{m}")
+    if imported is not None or state.imported_curves(sel):
+        _compare(sel, cfg, imported, res, log)
     st.subheader(f"At t = {t:.3f}")
     _at_t(res, t)
     st.download_button(
