@@ -89,5 +89,3 @@ def make_points(model: nn.Module, k: int) -> list[dict]:
         {n: (p.detach() + 0.1 * j * torch.randn(p.shape, generator=g)) for n, p in base.items()}
         for j in range(k)
     ]
-
-
