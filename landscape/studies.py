@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from landscape.checkpoints import (
     MAX_BYTES,
     Checkpoint,
@@ -25,7 +27,7 @@ from landscape.checkpoints import (
 )
 from landscape.curves import CurveConfig, save_curve
 from landscape.data import DATASETS, load_dataset
-from landscape.models import RESEARCH_ARCHS, prunable_names, resolve_arch
+from landscape.models import RESEARCH_ARCHS, build_model, prunable_names, resolve_arch
 from landscape.params import sparsity
 from landscape.research import open_research
 from landscape.store import Arrays, Store, Stored, atomic_write, home, result_key
@@ -388,7 +390,9 @@ def list_uploads() -> list[Member]:
 
 def summarize(ckpt: Checkpoint) -> CheckpointSummary:
     """Metadata, parameter count and sparsity of a checkpoint (no evaluation)."""
-    model = ckpt.build_model()
+    # Names and shapes only: on the meta device nothing is allocated or initialised.
+    with torch.device("meta"):
+        model = build_model(ckpt.arch["name"], **ckpt.arch.get("kwargs", {}))
     sp = sparsity(ckpt.state, prunable_names(model))
     return CheckpointSummary(
         hash=ckpt.hash,

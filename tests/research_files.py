@@ -8,8 +8,10 @@ rev_range``), built by renaming our modules' keys the way their curve classes na
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -89,3 +91,17 @@ def make_points(model: nn.Module, k: int) -> list[dict]:
         {n: (p.detach() + 0.1 * j * torch.randn(p.shape, generator=g)) for n, p in base.items()}
         for j in range(k)
     ]
+
+
+def tiny_cifar10(folder: Path, n: int = 8) -> Path:
+    """A tiny CIFAR-10 folder in the official pickle layout."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"labels": [int(v) for v in rng.integers(0, 10, n)],
+        }
+        with (folder / name).open("wb") as f:
+            pickle.dump(batch, f)
+    return folder

@@ -258,7 +258,7 @@ def test_every_page_renders_on_the_default_study(home, page):
 
 def test_bad_upload_in_the_page_shows_the_specific_error(home):
     at = _page(_app(), "upload")
-    assert "200 MB" in " ".join(c.value for c in at.caption)
+    assert "1024 MB" in " ".join(c.value for c in at.caption)
     at.file_uploader(key="upload_file").upload("broken.safetensors", b"\x00garbage" * 10)
     at.run()
     at.button(key="upload_add").click().run()

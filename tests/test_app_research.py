@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -13,7 +11,15 @@ from streamlit.testing.v1 import AppTest
 from landscape.checkpoints import load_checkpoint
 from landscape.curves import load_curve
 from landscape.studies import imported_curves, list_studies, save_upload
-from tests.research_files import WRN, curve_file, grda_state, make_model, make_points, save
+from tests.research_files import (
+    WRN,
+    curve_file,
+    grda_state,
+    make_model,
+    make_points,
+    save,
+    tiny_cifar10,
+)
 
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 
@@ -22,20 +28,6 @@ MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("LANDSCAPE_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
-
-
-def _cifar10(folder: Path, n: int = 8) -> Path:
-    """A tiny CIFAR-10 folder in the official pickle layout."""
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
-        batch = {
-            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            b"labels": [int(v) for v in rng.integers(0, 10, n)],
-        }
-        with (folder / name).open("wb") as f:
-            pickle.dump(batch, f)
-    return folder
 
 
 def test_save_upload_of_a_curve_keeps_endpoints_curve_and_study(home, tmp_path):
@@ -60,7 +52,7 @@ def test_save_upload_of_a_curve_keeps_endpoints_curve_and_study(home, tmp_path):
 
 
 def test_upload_page_recognises_then_connectivity_compares_curves(home, tmp_path):
-    root = _cifar10(tmp_path / "cifar")
+    root = tiny_cifar10(tmp_path / "cifar")
     model = make_model(WRN)
     blob = curve_file(tmp_path / "c.pt", model, make_points(model, 3)).read_bytes()
     at = AppTest.from_file(MAIN, default_timeout=120)

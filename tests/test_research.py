@@ -25,7 +25,16 @@ from landscape.data import Dataset
 from landscape.evaluate import EvalData
 from landscape.models import build_model
 from landscape.research import export_research, load_any, open_research, recognize
-from tests.research_files import PRE, WRN, curve_file, grda_state, make_model, make_points, save
+from tests.research_files import (
+    PRE,
+    WRN,
+    curve_file,
+    grda_state,
+    make_model,
+    make_points,
+    save,
+    tiny_cifar10,
+)
 
 
 def test_model_file_with_grda_state_opens_with_recognised_arch(tmp_path):
@@ -252,3 +261,27 @@ def test_cli_info_import_and_curve_on_research_files(tmp_path, capsys):
         load_checkpoint(tmp_path / "imp" / "start.safetensors").meta["data"]["normalize"],
         "resnet",
     )
+
+
+def test_cli_curve_and_plane_take_a_research_curve_and_its_endpoints(tmp_path, capsys):
+    """`--curve file.pt` alone: A and B are the curve's own endpoints; the data folder is given."""
+    root = tiny_cifar10(tmp_path / "cifar")
+    model = make_model(WRN)
+    pts = make_points(model, 3)
+    curve = curve_file(tmp_path / "curve.pt", model, pts)
+    store = str(tmp_path / "store")
+    common = ["--curve", str(curve), "--data-root", str(root), "--store", store]
+    assert cli(["curve", *common, "--points", "3", "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "curve:t=0 (t=0) -> curve:t=1 (t=1), order 2" in out
+    rows = (tmp_path / "c" / "path.csv").read_text().splitlines()
+    assert rows[0].startswith("t,curve_train_loss") and len(rows) == 4
+    # The endpoints given as their own model files: the same curve, the same numbers.
+    a = save(tmp_path / "a.pt", {**model.state_dict(), **pts[0]})
+    b = save(tmp_path / "b.pt", {**model.state_dict(), **pts[2]})
+    args = [str(a), str(b), *common, "--points", "3", "--out", str(tmp_path / "d")]
+    assert cli(["curve", *args]) == 0
+    want = (tmp_path / "c" / "path.csv").read_text().splitlines()[1].split(",")[:5]
+    got = (tmp_path / "d" / "path.csv").read_text().splitlines()[1].split(",")[:5]
+    assert got == want
+    assert cli(["plane", *common, "--grid", "2", "--points-on-curve", "3"]) == 0
