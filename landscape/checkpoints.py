@@ -37,7 +37,9 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-MAX_BYTES = 1024 * 1024 * 1024  # default size limit: a WideResNet28x10 curve file with 3 bends is ~0.6 GB
+MAX_BYTES = (
+    1024 * 1024 * 1024
+)  # default size limit: a WideResNet28x10 curve file with 3 bends is ~0.6 GB
 _META_KEY = "landscape"
 
 
