@@ -28,12 +28,17 @@ from landscape.models import MODELS, build_model
 __all__ = [
     "FORMAT_VERSION",
     "MAX_BYTES",
+    "STATE_WRAPPERS",
+    "check_file",
     "Checkpoint",
-    "CheckpointError",
     "checkpoint_dataset",
+    "CheckpointError",
     "content_hash",
     "load_checkpoint",
+    "read_torch_object",
     "save_checkpoint",
+    "state_from_object",
+    "validate_state",
 ]
 
 FORMAT_VERSION = 1
@@ -123,7 +128,8 @@ def save_checkpoint(
     return content_hash(tensors)
 
 
-def _check_size(path: Path, max_bytes: int) -> None:
+def check_file(path: Path, max_bytes: int) -> None:
+    """Raise CheckpointError unless ``path`` is a non-empty file of at most ``max_bytes``."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     size = path.stat().st_size
@@ -273,7 +279,7 @@ def load_checkpoint(
         CheckpointError: with a message naming the file and the first problem found.
     """
     path = Path(path)
-    _check_size(path, max_bytes)
+    check_file(path, max_bytes)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         state, meta = _read_safetensors(path)

@@ -33,6 +33,7 @@ from landscape.checkpoints import (
     MAX_BYTES,
     Checkpoint,
     CheckpointError,
+    check_file,
     content_hash,
     load_checkpoint,
     read_torch_object,
@@ -290,13 +291,7 @@ def open_research(
     """
     path = Path(path)
     source = str(path)
-    if not path.is_file():
-        raise CheckpointError(f"{source}: no such file")
-    if path.stat().st_size > max_bytes:
-        raise CheckpointError(
-            f"{source}: file is {path.stat().st_size} bytes, over the size limit of "
-            f"{max_bytes} bytes"
-        )
+    check_file(path, max_bytes)
     obj = read_torch_object(path)
     state = state_from_object(obj, path)
     kind = "curve" if _is_curve(state) else "model"
