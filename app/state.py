@@ -456,10 +456,15 @@ def curve_job(sel: Selection, cfg: CurveConfig, imported: Path | None = None) ->
     return Job(title, _ident("curve", [sel.a, sel.b], cfg, str(imported)), cost, run)
 
 
-def plane_job(sel: Selection, curve_cfg: CurveConfig, cfg: PlaneConfig) -> Job:
-    """The plane through A, the curve's bend and B (the curve is fitted first if missing)."""
+def plane_job(
+    sel: Selection, curve_cfg: CurveConfig, cfg: PlaneConfig, imported: Path | None = None
+) -> Job:
+    """The plane through A, the curve's bend and B (the curve is fitted first if missing).
+
+    ``imported``: take the bend of this imported curve instead of the one fitted here.
+    """
     cost = Cost(points=cfg.grid**2, bn_subset=cfg.bn_subset)
-    curve = curve_job(sel, curve_cfg)
+    curve = curve_job(sel, curve_cfg, imported)
 
     def run(*, store: Store, progress: Progress | None = None) -> Stored:
         a, b = _named(sel.a), _named(sel.b)
@@ -467,7 +472,7 @@ def plane_job(sel: Selection, curve_cfg: CurveConfig, cfg: PlaneConfig) -> Job:
         bezier = load_curve(fitted.data["curve_file"], a, b)
         return plane_study(a, b, bezier, cfg, store=store, progress=progress)
 
-    ident = _ident("plane", [sel.a, sel.b], curve_cfg, cfg)
+    ident = _ident("plane", [sel.a, sel.b], curve_cfg, cfg, str(imported))
     return Job("the plane", ident, cost, run, needs=(curve,))
 
 

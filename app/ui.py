@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -128,6 +129,7 @@ def result(job: Job, sel: Selection, *, key: str, label: str = "") -> Any | None
 
 
 CURVE_KEY = "curve_config"  # session state: the curve options, shared by Connectivity and Plane
+IMPORTED_KEY = "curve_imported"  # session state: the imported curve chosen on Connectivity
 
 
 def curve_config(sel: Selection) -> CurveConfig:
@@ -139,3 +141,9 @@ def curve_config(sel: Selection) -> CurveConfig:
 def bn_subset(value: int) -> int | None:
     """The BN-subset widget's value as a config value: 0 means all training samples."""
     return int(value) or None
+
+
+def imported_curve(sel: Selection) -> Path | None:
+    """The imported curve last chosen on the Connectivity page, if it joins this study's A, B."""
+    chosen = st.session_state.get(IMPORTED_KEY)
+    return chosen if chosen is not None and chosen in state.imported_curves(sel) else None

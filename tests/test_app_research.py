@@ -79,6 +79,15 @@ def test_upload_page_recognises_then_connectivity_compares_curves(home, tmp_path
     at.button(key="curve_compute").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert "Compute the curve fitted here" in " ".join(c.value for c in at.caption)
+    # The Plane page takes the bend of the curve chosen on Connectivity: the imported one.
+    at.switch_page("views/plane.py").run()
+    assert not at.exception
+    assert "Curve: the imported curve c.pt" in " ".join(c.value for c in at.caption)
+    at.number_input(key="plane_grid").set_value(2).run()
+    at.button(key="plane_compute").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.get("plotly_chart")  # the plane through the imported bend is drawn
+    at.switch_page("views/connectivity.py").run()
     at.radio(key="curve_source").set_value("fitted here").run()
     at.button(key="curve_compute").click().run()
     assert not at.exception and not at.error

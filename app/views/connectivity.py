@@ -47,7 +47,9 @@ def _source(sel: state.Selection) -> Path | None:
         return None
     names = ["fitted here", *(f"imported: {p.stem.split('-', 2)[2]}" for p in imported)]
     choice = st.radio("Curve", names, horizontal=True, key="curve_source")
-    return None if choice == names[0] else imported[names.index(choice) - 1]
+    chosen = None if choice == names[0] else imported[names.index(choice) - 1]
+    st.session_state[ui.IMPORTED_KEY] = chosen  # the Plane page takes the same curve's bend
+    return chosen
 
 
 def _compare(sel: state.Selection, cfg: CurveConfig, imported: Path | None, res, log) -> None:

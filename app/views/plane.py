@@ -42,13 +42,18 @@ def main() -> None:
     sel = state.selection()
     st.title(f"Plane: {sel.a.label}, bend, {sel.b.label}")
     curve_cfg = ui.curve_config(sel)
+    imported = ui.imported_curve(sel)
+    which = (
+        f"the imported curve {imported.stem.split('-', 2)[2]}"
+        if imported is not None
+        else f"order {curve_cfg.order}, {curve_cfg.epochs} fit epochs"
+    )
     st.caption(
         "w = A + alpha u + beta v with u along B - A and v the orthogonal part of the bend - A "
-        f"(unit vectors). Curve: order {curve_cfg.order}, {curve_cfg.epochs} fit epochs "
-        "(options on the Connectivity page)."
+        f"(unit vectors). Curve: {which} (chosen on the Connectivity page)."
     )
     cfg = _options(sel)
-    res = ui.result(state.plane_job(sel, curve_cfg, cfg), sel, key="plane_compute")
+    res = ui.result(state.plane_job(sel, curve_cfg, cfg, imported), sel, key="plane_compute")
     if res is None:
         return
     c = st.columns(4)
