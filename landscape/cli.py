@@ -156,7 +156,7 @@ def _print_research(found) -> None:
     how = "recognised from its keys" if found.recognized else "as given"
     label = f" ({found.label})" if found.label else ""
     print(f"file          {found.path}")
-    print(f"kind          {found.kind} saved by the mode-connectivity research code")
+    print(f"kind          {found.kind} (.pt/.pth)")
     print(f"architecture  {found.arch['name']}{label} {json.dumps(found.arch['kwargs'])}, {how}")
     if found.kind == "curve":
         print(f"curve         Bezier, order {found.curve.order} ({found.curve.order - 1} bends)")
