@@ -111,6 +111,28 @@ def _guess(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any], str]
     return None
 
 
+def _recognition(state: Mapping[str, torch.Tensor]) -> Recognition | None:
+    """The guess read off the key names and a few shapes (not validated), or None."""
+    guess = _guess(state)
+    if guess is None:
+        return None
+    name, kwargs, label = guess
+    arch = {"name": name, "kwargs": {"in_shape": list(_IN_SHAPE), **kwargs}}
+    data = {
+        "name": "cifar100" if kwargs["num_classes"] == 100 else "cifar10",
+        "split_seed": 0,
+        "normalize": "vgg" if name == "vgg" else "resnet",
+    }
+    return Recognition(arch=arch, label=label, data=data)
+
+
+def _not_recognised(source: str) -> CheckpointError:
+    return CheckpointError(
+        f"{source}: architecture not recognised from its keys (not a VGG, PreResNet or "
+        f"WideResNet of the mode-connectivity code); choose one"
+    )
+
+
 def recognize(state: Mapping[str, torch.Tensor], *, source: str = "file") -> Recognition:
     """Recognise a research-code architecture (VGG, PreResNet, WideResNet) from a state dict.
 
@@ -120,21 +142,12 @@ def recognize(state: Mapping[str, torch.Tensor], *, source: str = "file") -> Rec
     Raises:
         CheckpointError: the key set matches none of them (the user must choose).
     """
-    guess = _guess(state)
-    if guess is None:
-        raise CheckpointError(
-            f"{source}: architecture not recognised from its keys (not a VGG, PreResNet or "
-            f"WideResNet of the mode-connectivity code); choose one"
-        )
-    name, kwargs, label = guess
-    arch = {"name": name, "kwargs": {"in_shape": list(_IN_SHAPE), **kwargs}}
-    validate_state(dict(state), arch, source=f"{source} (recognised as {label})")
-    data = {
-        "name": "cifar100" if kwargs["num_classes"] == 100 else "cifar10",
-        "split_seed": 0,
-        "normalize": "vgg" if name == "vgg" else "resnet",
-    }
-    return Recognition(arch=arch, label=label, data=data)
+    recognition = _recognition(state)
+    if recognition is None:
+        raise _not_recognised(source)
+    where = f"{source} (recognised as {recognition.label})"
+    validate_state(dict(state), recognition.arch, source=where)
+    return recognition
 
 
 @dataclass
@@ -296,17 +309,16 @@ def open_research(
     state = state_from_object(obj, path)
     kind = "curve" if _is_curve(state) else "model"
     states = _curve_points(state, source) if kind == "curve" else [state]
-    try:
-        recognition = recognize(states[0], source=source)
-    except CheckpointError:
-        if arch is None:
-            raise
-        recognition = None  # the user's architecture decides; nothing to suggest
+    recognition = _recognition(states[0])
     guessed = arch is None
+    if guessed and recognition is None:
+        raise _not_recognised(source)
     arch = _resolve(arch, recognition, source)
+    # Validated once, against the architecture finally used (a guess is named as such).
+    tag = f" (recognised as {recognition.label})" if guessed else ""
     for j, point in enumerate(states):
         where = source if kind == "model" else f"{source} (control point {j})"
-        validate_state(point, arch, source=where)
+        validate_state(point, arch, source=where + tag)
     info = obj if isinstance(obj, dict) else {}
     epoch = info.get("epoch") if _number(info.get("epoch")) is not None else None
     optimizer = _optimizer_summary(info.get("optimizer_state"))

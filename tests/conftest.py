@@ -27,6 +27,12 @@ def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("LANDSCAPE_HOME", str(tmp_path / "landscape_home"))
 
 
+@pytest.fixture
+def home(tmp_path):
+    """The test's LANDSCAPE_HOME (set for every test by ``_isolated_home``)."""
+    return tmp_path / "landscape_home"
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     threads = torch.get_num_threads()

@@ -33,12 +33,6 @@ GRDA = DEFAULT_ROOT / "grda" / "final.safetensors"
 PAGES = ["overview", "connectivity", "plane", "trajectories", "directions", "upload"]
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("LANDSCAPE_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 def _mlp_pt(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     torch.save(build_model("mlp", in_shape=(1, 8, 8), num_classes=10).state_dict(), path)

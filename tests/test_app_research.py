@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
@@ -22,12 +21,6 @@ from tests.research_files import (
 )
 
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("LANDSCAPE_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
 
 
 def test_save_upload_of_a_curve_keeps_endpoints_curve_and_study(home, tmp_path):

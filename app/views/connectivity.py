@@ -40,9 +40,8 @@ def _options(sel: state.Selection) -> CurveConfig:
     return cfg
 
 
-def _source(sel: state.Selection) -> Path | None:
-    """The curve to show: fitted here (None), or one imported from the research code."""
-    imported = state.imported_curves(sel)
+def _source(imported: list[Path]) -> Path | None:
+    """The curve to show: fitted here (None), or one of ``imported`` (the research code's)."""
     if not imported:
         return None
     names = ["fitted here", *(f"imported: {p.stem.split('-', 2)[2]}" for p in imported)]
@@ -52,9 +51,14 @@ def _source(sel: state.Selection) -> Path | None:
     return chosen
 
 
-def _compare(sel: state.Selection, cfg: CurveConfig, imported: Path | None, res, log) -> None:
-    """The imported curve beside the one fitted here, once both are computed."""
-    other_file = None if imported is not None else state.imported_curves(sel)[0]
+def _compare(
+    sel: state.Selection, cfg: CurveConfig, imported: Path | None, first: Path, res, log
+) -> None:
+    """The imported curve beside the one fitted here, once both are computed.
+
+    ``imported``: the curve shown (None: the one fitted here); ``first``: the first imported.
+    """
+    other_file = None if imported is not None else first
     other = state.find(state.curve_job(sel, cfg, other_file))
     st.subheader("Imported curve and curve fitted here")
     if other is None:
@@ -130,7 +134,8 @@ def main() -> None:
         "line; BatchNorm statistics recomputed at every point. t = 0 is A, t = 1 is B."
     )
     cfg = _options(sel)
-    imported = _source(sel)
+    available = state.imported_curves(sel)
+    imported = _source(available)
     label = "Evaluate the imported curve" if imported else "Fit curve"
     res = ui.result(state.curve_job(sel, cfg, imported), sel, key="curve_compute", label=label)
     if res is None:
@@ -153,8 +158,8 @@ def main() -> None:
         paths = {name: res.arrays[f"{name}_{m}"] for name in PATHS}
         fig = charts.path_metric(res.arrays["t"], paths, m, log_y=log and charts.is_loss(m), at=t)
         ui.chart(fig, frame[["t", "curve_" + m, "line_" + m]], f"path_{m}")
-    if imported is not None or state.imported_curves(sel):
-        _compare(sel, cfg, imported, res, log)
+    if available:
+        _compare(sel, cfg, imported, available[0], res, log)
     st.subheader(f"At t = {t:.3f}")
     _at_t(res, t)
     st.download_button(
