@@ -212,7 +212,6 @@ class VGG(nn.Module):
             raise ValueError(f"VGG depth must be one of {sorted(_VGG_WIDTHS)}; got {depth}")
         _require_32x32("VGG", in_shape, "five 2x2 max-pools must leave 1x1x512 features")
         self.depth = depth
-        self.batch_norm = batch_norm
         self.layer_blocks = nn.ModuleList()
         self.poolings = nn.ModuleList()
         c_in = in_shape[0]
