@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: app test browser bench lint defaults
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	python3 -m venv $(VENV)
 	# The CPU build of torch first, so nothing pulls a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0

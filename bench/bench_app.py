@@ -1,15 +1,17 @@
 """Dashboard benchmark: computing the default study, first page drawn, page switches.
 
 1. Compute the whole default study from nothing (curve, plane, PCA plane, Hessian with 1D
-   slices) through the jobs the pages run when "Compute" is pressed (``app.state``), with the
-   pages' default options; each job's time beside the app's own estimate. Baseline measured in
-   the same run: one forward pass over the training data (from timing ``evaluate_points``),
-   so the figures can be read as multiples of it on a machine shared with others.
-2. With those results stored, start ``streamlit run app/main.py`` and, in headless Chromium,
-   time from ``page.goto(url)`` until the Overview's charts are drawn (first visit right after
-   the server starts, then fresh browser contexts on the warm server), and page switches
-   (click in the sidebar until the page's charts are drawn). Baseline: a minimal two-page
-   Streamlit app with small Plotly charts, visited the same way; interleaved repeats, medians.
+   slices) through the jobs the pages run when "Compute" is pressed (``landscape.app.jobs``),
+   with the pages' default options; each job's time beside the app's own estimate. Baseline
+   measured in the same run: one forward pass over the training data (from timing
+   ``evaluate_points``), so the figures can be read as multiples of it on a machine shared
+   with others.
+2. With those results stored, start ``streamlit run landscape/app/main.py`` and, in headless
+   Chromium, time from ``page.goto(url)`` until the Overview's charts are drawn (first visit
+   right after the server starts, then fresh browser contexts on the warm server), and page
+   switches (click in the sidebar until the page's charts are drawn). Baseline: a minimal
+   two-page Streamlit app with small Plotly charts, visited the same way; interleaved repeats,
+   medians.
 
 Targets: default study <= 120 s on 2 cores; first page <= 3 s; page switch <= 1 s.
 
@@ -20,13 +22,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # `app` is not installed
 
 PAGES = {  # page name in the sidebar -> charts drawn when its results are stored
     "Connectivity": 5,
@@ -42,33 +40,36 @@ def compute_default_study(home: Path) -> dict[str, float]:
     import os
 
     os.environ["LANDSCAPE_HOME"] = str(home)
-    from app import state
+    from landscape.app import jobs as app_jobs
+    from landscape.app import sidebar
     from landscape.curves import CurveConfig
-    from landscape.hessian import HessianConfig
-    from landscape.studies import default_study
-    from landscape.surfaces import PCAConfig, PlaneConfig
+    from landscape.studies.hessian import HessianConfig
+    from landscape.studies.pca import PCAConfig
+    from landscape.studies.plane import PlaneConfig
+    from landscape.studies.slices import SliceConfig
+    from landscape.workspace import default_study
 
     study = default_study()
-    sel = state.Selection(study, study.members[0], study.members[1], "cpu")
+    sel = sidebar.Selection(study, study.members[0], study.members[1], "cpu")
     hcfg = HessianConfig()
-    jobs = {
-        "curve": state.curve_job(sel, CurveConfig()),
-        "plane": state.plane_job(sel, CurveConfig(), PlaneConfig()),
-        "pca": state.pca_job(list(study.members), PCAConfig()),
-        "hessian": state.hessian_job(sel, hcfg),
-        "slices": state.slices_job(sel, 41, PlaneConfig(), hcfg),
+    work = {
+        "curve": app_jobs.curve_job(sel, CurveConfig()),
+        "plane": app_jobs.plane_job(sel, CurveConfig(), PlaneConfig()),
+        "pca": app_jobs.pca_job(list(study.members), PCAConfig()),
+        "hessian": app_jobs.hessian_job(sel, hcfg),
+        "slices": app_jobs.slices_job(sel, SliceConfig(hessian=hcfg)),
     }
-    rates = state.rates(sel.a, "cpu")
+    rates = app_jobs.rates(sel.a, "cpu")
     per_pass = rates.per_pass
     print(
         f"baseline: one forward pass over the training data = {1000 * per_pass:.1f} ms; "
         f"one evaluated point (BN, train, test) = {1000 * rates.per_point:.1f} ms"
     )
     times = {}
-    for name, job in jobs.items():
-        _, estimate = state.estimate(job.cost, sel.a, "cpu")  # prerequisites ran first
+    for name, job in work.items():
+        _, estimate = app_jobs.estimate(job.cost, sel.a, "cpu")  # prerequisites ran first
         start = time.perf_counter()
-        state.compute(job, None)
+        app_jobs.compute(job, None)
         times[name] = time.perf_counter() - start
         print(
             f"  {name:<8} {times[name]:7.1f} s  (app estimate {estimate:6.1f} s, "
@@ -104,7 +105,7 @@ st.navigation([st.Page(overview, title="Overview"), st.Page(other, title="Other"
 
 def _visit(browser, url: str, switches: dict[str, int]) -> tuple[float, dict[str, float]]:
     """Open ``url`` in a fresh context (empty cache); time the first page, then switches."""
-    from app.serve import drawn
+    from landscape.app.serve import drawn
 
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
@@ -130,7 +131,7 @@ def browser_timings(home: Path, repeats: int) -> None:
     """
     from playwright.sync_api import sync_playwright
 
-    from app.serve import CHROMIUM, CHROMIUM_ARGS, running_app
+    from landscape.app.serve import CHROMIUM, CHROMIUM_ARGS, running_app
 
     base_dir = Path(tempfile.mkdtemp(prefix="bench_app_baseline_"))
     (base_dir / "baseline.py").write_text(BASELINE_APP)

@@ -8,11 +8,14 @@ Run: python bench/bench_curves.py [--repeats 5] [--points 61] [--skip-study]
    with batch size 128 (momentum None, fresh statistics), then evaluate train and test with
    batch size 128. Ours runs with the same BN batch size (128), so the numbers must agree
    (checked to 1e-5); the naive loop runs once at torch's thread count and once with one thread
-   (ours picks one thread for a model this small, see landscape.evaluate).
+   (ours picks one thread for a model this small, see landscape.evaluate). "ours (default)" is
+   what a curve study runs per path: landscape.studies.curve.evaluate_path with the default
+   evaluation data (all metrics, weight norms and sparsity along the path).
 2. One epoch of curve fitting (fit_curve, epochs=1) against one epoch of plain SGD training of
    the same model on the same data with the same batch size, both with one torch thread.
-3. The whole default study (curve_study with the default CurveConfig, a fresh store): wall time,
-   split into fitting and evaluation, and the fitted curve against the straight line.
+3. The whole default study, as ``landscape curve A B`` and the app run it
+   (``landscape.studies.run(curve.KIND, CurveConfig(), ...)``, a fresh store): wall time, split
+   into fitting and evaluation, and the fitted curve against the straight line.
 
 Repeats are interleaved (the order alternates) and medians are compared, since the machine is
 shared and timings are noisy.
@@ -35,13 +38,16 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from landscape.checkpoints import Checkpoint, load_checkpoint
-from landscape.curves import BezierCurve, CurveConfig, curve_study, fit_curve
+from landscape.curves import BezierCurve, CurveConfig, fit_curve
 from landscape.data import Dataset, batches, load_dataset
-from landscape.evaluate import METRICS, EvalData, evaluate_points
+from landscape.evaluate import EvalData, evaluate_points
 from landscape.params import split_state
 from landscape.store import Store
+from landscape.studies import curve, run
+from landscape.studies.base import Context
 
 REPO = Path(__file__).resolve().parent.parent
+NAIVE = ("train_loss", "train_acc", "test_loss", "test_acc")  # what the naive loop computes
 
 
 @torch.no_grad()
@@ -108,34 +114,46 @@ def bench_evaluation(a: Checkpoint, b: Checkpoint, data: Dataset, points: int, r
         for t in ts:
             state = {k: (1 - t) * pa[k] + t * pb[k] if k in pa else v for k, v in a.state.items()}
             rows.append(naive_point(model, state, data))
-        return {m: np.array([r[m] for r in rows]) for m in METRICS}
+        return {m: np.array([r[m] for r in rows]) for m in NAIVE}
 
     same_bn = EvalData.from_dataset(data, batch_size=128, eval_batch_size=128)
     default = EvalData.from_dataset(data)
 
     def ours(evdata: EvalData) -> Callable[[], dict[str, np.ndarray]]:
-        return lambda: evaluate_points(model, lambda i: line.point(float(ts[i])), points, evdata)
+        coords = np.stack([1 - ts, ts], 1)  # the line: basis [A, B], coords [1 - t, t]
+        return lambda: evaluate_points(model, [line.start, line.end], coords, evdata)
+
+    def ours_path() -> dict[str, np.ndarray]:
+        """What the curve study runs for one path (no store key: nothing resumed or saved)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            context = Context(Store(tmp), "curve", "", None, (0, 1))
+            return curve.evaluate_path(model, line, ts, default, context).columns
 
     want, got = naive(), ours(same_bn)()
-    worst = max(float(np.max(np.abs(got[m] - want[m]))) for m in METRICS)
+    worst = max(float(np.max(np.abs(got[m] - want[m]))) for m in NAIVE)
     assert worst < 1e-5, f"ours and the naive loop differ by {worst}"
+    path = ours_path()
+    worst_default = max(float(np.max(np.abs(path[m] - want[m]))) for m in NAIVE)
     threads = torch.get_num_threads()
     med = interleaved(
         {
             f"naive ({threads} threads)": naive,
             "naive (1 thread)": with_threads(1, naive),
             "ours (BN batch 128)": ours(same_bn),
-            "ours (default: one BN batch)": ours(default),
+            "ours (default: evaluate_path)": ours_path,
         },
         repeats,
     )
     print(f"1. evaluating {points} points (BN recalibration + train + test), median of {repeats}")
     print(f"   max |ours - naive| over all metrics and points: {worst:.2e}")
+    print(f"   max |ours (default, one BN batch) - naive (BN batch 128)|: {worst_default:.2e}")
     for name, sec in med.items():
         print(f"   {name:<30} {sec:7.3f} s  {1e3 * sec / points:7.2f} ms/point")
     base = med["ours (BN batch 128)"]
+    default_s = med["ours (default: evaluate_path)"]
     for name in (f"naive ({threads} threads)", "naive (1 thread)"):
         print(f"   speed-up of ours (BN batch 128) over {name}: {med[name] / base:.2f}x")
+        print(f"   speed-up of ours (default) over {name}: {med[name] / default_s:.2f}x")
 
 
 def bench_fit_epoch(a: Checkpoint, b: Checkpoint, data: Dataset, repeats: int):
@@ -175,18 +193,18 @@ def bench_study(a: Checkpoint, b: Checkpoint):
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        stored = curve_study(a, b, cfg, store=Store(tmp), progress=progress)
+        res = run(curve.KIND, cfg, curve.CurveInputs(a, b), store=Store(tmp), progress=progress)
         total = time.perf_counter() - start
     fit = marks.get("evaluating curve", start) - start
     print(f"3. whole default study ({cfg}): {total:.1f} s")
     print(f"   fitting {fit:.1f} s, evaluating curve and line {total - fit:.1f} s")
     for name in ("curve", "line"):
-        s = stored.data["summary"][name]
-        mean = float(np.mean(stored.arrays[f"{name}_train_loss"]))
+        p = res.path(name)
+        loss, acc = p.columns["train_loss"], p.columns["test_acc"]
         print(
-            f"   {name:<5} max train loss {s['metrics']['train_loss']['max']:.4f}  "
-            f"train barrier {s['barrier']['train_loss']['height']:.4f}  "
-            f"mean train loss {mean:.4f}  min test acc {s['metrics']['test_acc']['min']:.4f}"
+            f"   {name:<5} max train loss {np.max(loss):.4f}  "
+            f"train barrier {p.barrier('train_loss').height:.4f}  "
+            f"mean train loss {np.mean(loss):.4f}  min test acc {np.min(acc):.4f}"
         )
 
 

@@ -8,7 +8,9 @@ Run: python bench/bench_hessian.py [--threads 1] [--k 10] [--device cpu]
 2. Lanczos (scipy eigsh on a LinearOperator) top-k at checkpoints/sgd/final.safetensors: wall
    time, number of HVPs, and the eigenvalues against a tighter tolerance run.
 3. The pruning direction delta = w_gRDA - w_SGD against the top-k eigenvectors at w_SGD:
-   |V^T d| / |d| for delta, a random direction of equal norm and the magnitude-pruning direction.
+   |V^T d| / |d| for delta, a random direction of equal norm and the magnitude-pruning direction,
+   from the hessian study as ``landscape hessian`` and the app run it
+   (``landscape.studies.run(hessian.KIND, HessianConfig(k), ...)``), timed end to end.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from torch.func import functional_call, grad, jvp
 
 from landscape.checkpoints import load_checkpoint
 from landscape.data import load_dataset
-from landscape.evaluate import EvalData
-from landscape.hessian import HessianConfig, hessian_study, hvp, top_eigen
-from landscape.params import flatten, param_names, recalibrate_bn, unflatten
+from landscape.evaluate import EvalData, bn_statistics
+from landscape.hessian import hvp, top_eigen
+from landscape.params import flatten, param_names, unflatten
 from landscape.store import Store
+from landscape.studies import hessian, run
+from landscape.studies.hessian import HessianConfig, HessianInputs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -63,7 +67,7 @@ def main() -> None:
     names = param_names(model)
     params = {n: sgd.state[n].to(dev) for n in names}
     data = EvalData.from_dataset(load_dataset("digits"), device=dev)
-    buffers = recalibrate_bn(model, params, data.x_train, batch_size=data.batch_size)
+    buffers = bn_statistics(model, params, data)
     x, y = data.x_train, data.y_train
     n_params = flatten(params).numel()
     print(f"digits CNN: {n_params} parameters, Hessian over {len(y)} training samples")
@@ -103,15 +107,17 @@ def main() -> None:
     print("== 3. pruning direction at the SGD minimum ==")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = HessianConfig(k=args.k, device=dev)
-        res = hessian_study(sgd, grda, cfg, store=Store(Path(tmp)))
-    d = res.data
-    print(f"|delta| = {d['delta_norm']:.4f}, gRDA sparsity {d['sparsity_b']:.4f}")
-    print(f"|V^T d|/|d|  pruning (gRDA - SGD) {d['projection_ratio']:.4f}")
-    print(f"|V^T d|/|d|  random, equal norm   {d['random_projection_ratio']:.4f}")
-    print(f"|V^T d|/|d|  magnitude pruning    {d['magnitude_projection_ratio']:.4f}")
+        start = time.perf_counter()
+        res = run(hessian.KIND, cfg, HessianInputs(sgd, grda), store=Store(Path(tmp)))
+        study = time.perf_counter() - start
+    print(f"whole study: {study:.2f} s, {res.n_hvp} HVPs ({study / wall:.2f}x Lanczos alone)")
+    print(f"|delta| = {res.delta_norm:.4f}, gRDA sparsity {res.sparsity_b:.4f}")
+    print(f"|V^T d|/|d|  pruning (gRDA - SGD) {res.projection_ratio:.4f}")
+    print(f"|V^T d|/|d|  random, equal norm   {res.random_projection_ratio:.4f}")
+    print(f"|V^T d|/|d|  magnitude pruning    {res.magnitude_projection_ratio:.4f}")
     print(f"sqrt(k/P) (random in expectation) {np.sqrt(args.k / n_params):.4f}")
     for key in ("overlap", "random_overlap", "magnitude_overlap"):
-        print(f"{key:<18}", " ".join(f"{o:.3f}" for o in res.arrays[key]))
+        print(f"{key:<18}", " ".join(f"{o:.3f}" for o in getattr(res, key)))
 
 
 if __name__ == "__main__":

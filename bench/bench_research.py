@@ -9,7 +9,7 @@ parameters) whose conv and linear weights are ``--sparsity`` zeros, with a gRDA 
 - baseline: what a user of that code does by hand: ``torch.load(weights_only=True)``, build the
   model, ``load_state_dict``, count exact zeros of the conv/linear weights;
 - landscape: ``open_research`` (load, recognise the architecture from the keys, validate every
-  key, shape and value) and ``studies.summarize`` (parameter count, global and per-layer
+  key, shape and value) and ``workspace.summarize`` (parameter count, global and per-layer
   sparsity);
 
 and prints both times, their ratio and the peak resident memory.
@@ -27,7 +27,7 @@ import torch
 
 from landscape.models import build_model, prunable_names
 from landscape.research import open_research
-from landscape.studies import summarize
+from landscape.workspace import summarize
 
 
 def write_file(path: Path, sparsity: float) -> float:

@@ -3,17 +3,18 @@
 Run: python bench/bench_surfaces.py [--threads 1] [--repeats 3] [--grid 21] [--device cpu]
 
 1. Random filter-normalised 21x21 plane around an MLP on digits (no BatchNorm): our
-   ``random_plane_study`` (end to end: directions, evaluation of train and test loss/accuracy,
-   store write) against the ``loss-landscapes`` package's ``random_plane`` with a metric that
+   random-plane study as ``landscape random-plane`` and the app run it
+   (``landscape.studies.run(random_plane.KIND, ...)``, end to end: directions, evaluation of
+   every metric, store write) against the ``loss-landscapes`` package's ``random_plane`` with a metric that
    computes the same four numbers (skipped with a message when the package is missing; it is
    never a project dependency: ``pip install loss-landscapes``). Correctness: our evaluator on
    loss-landscapes' own points (its directions and its grid) gives its losses to 1e-4. Also the
    effective forward FLOP rate (plain forward FLOPs x points / seconds) as a fraction of the
    float32 matmul rate of a large ``torch.mm`` measured in the same run.
 2. 21x21 plane through three points of the digits CNN (BatchNorm recalibrated at every point):
-   ``plane_study`` against the naive loop (deep copy + load_state_dict + BN pass with batch 128
+   the plane study (``landscape.studies.run(plane.KIND, ...)``) against the naive loop (deep copy + load_state_dict + BN pass with batch 128
    + train and test evaluation with batch 128).
-3. Several points per forward pass (``PlaneEvaluator.many``: torch.func.vmap over stacked
+3. Several points per forward pass (``Evaluator.many``: torch.func.vmap over stacked
    points) against the per-point loop: the library picks vmap on GPUs and the loop on CPU
    from these numbers.
 
@@ -39,21 +40,26 @@ from torch import nn
 
 from landscape.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from landscape.data import load_dataset
-from landscape.evaluate import EvalData
+from landscape.evaluate import EvalData, Evaluator
+from landscape.geometry import Plane, plane_through
 from landscape.models import build_model
 from landscape.params import flatten, param_names
 from landscape.store import Store
-from landscape.surfaces import (
-    Plane,
-    PlaneConfig,
-    PlaneEvaluator,
-    plane_study,
-    plane_through,
-    random_plane_study,
-)
+from landscape.studies import plane, random_plane, run
+from landscape.studies.plane import PlaneConfig, PlaneInputs
+from landscape.studies.random_plane import RandomPlaneConfig, RandomPlaneInputs
 
 REPO = Path(__file__).resolve().parent.parent
 MLP = {"name": "mlp", "kwargs": {"in_shape": [1, 8, 8], "num_classes": 10}}
+
+
+def plane_basis(p: Plane) -> torch.Tensor:
+    """The plane as the evaluator's basis [origin, u, v] (points: coords [1, alpha, beta])."""
+    return p.basis()
+
+
+def loss_pair(metrics: dict[str, float]) -> list[float]:
+    return [metrics["train_loss"], metrics["test_loss"]]
 
 
 def sync(device: str) -> None:
@@ -142,8 +148,8 @@ def bench_random_plane(args: argparse.Namespace, folder: Path) -> None:
 
     def ours() -> None:
         store = Store(folder / f"store{next(runs)}")
-        cfg = PlaneConfig(grid=args.grid, device=args.device)
-        random_plane_study(ckpt, cfg, seed=0, store=store)
+        cfg = RandomPlaneConfig(grid=args.grid, seed=0, device=args.device)
+        run(random_plane.KIND, cfg, RandomPlaneInputs(ckpt), store=store)
 
     fns: dict[str, Callable[[], object]] = {"ours": ours}
     try:
@@ -193,10 +199,10 @@ def bench_random_plane(args: argparse.Namespace, folder: Path) -> None:
         ref = theirs()  # (steps, steps, 4): train loss, train acc, test loss, test acc
         origin, d1, d2, coords = loss_landscapes_points(ll_model.cpu(), args.grid, seed=1)
         like = {n: p.detach().to(args.device) for n, p in model.named_parameters()}
-        plane = Plane(*(t.double().to(args.device) for t in (origin, d1, d2)), like)
-        ev = PlaneEvaluator(model, plane, data)
-        ours_at = np.array([[list(ev(c).values()) for c in row] for row in coords])
-        err = np.abs(ours_at[..., [0, 2]] - ref[..., [0, 2]]).max()
+        ll_plane = Plane(*(t.double().to(args.device) for t in (origin, d1, d2)), like)
+        ev = Evaluator(model, data, plane_basis(ll_plane))
+        ours_at = np.array([[loss_pair(ev([1.0, *c])) for c in row] for row in coords])
+        err = np.abs(ours_at - ref[..., [0, 2]]).max()
         print(f"max |loss ours - loss-landscapes| on its {n_points} points: {err:.2e}")
         assert err < 1e-4, "losses differ"
     with torch.no_grad():
@@ -255,23 +261,22 @@ def bench_bn_plane(args: argparse.Namespace, folder: Path) -> None:
     )
     ds = load_dataset("digits")
     cfg = PlaneConfig(grid=args.grid, device=args.device)
+    inputs = PlaneInputs(a, b, c)
     runs = iter(range(10**6))
-    ref = plane_study(a, b, c, cfg, store=Store(folder / "bn-ref"))
+    ref = run(plane.KIND, cfg, inputs, store=Store(folder / "bn-ref"))
     # The naive loop evaluates the same weight points.
     model = a.build_model()
     names = param_names(model)
     wa, wb, wc = (flatten(x.state, names) for x in (a, b, c))
-    plane = plane_through(wa, wc, wb, {n: a.state[n] for n in names})
-    pts = [
-        plane.point(al, be) for be in ref.arrays["beta"] for al in ref.arrays["alpha"]
-    ]  # row-major [beta, alpha], as the result
+    p = plane_through(wa, wc, wb, {n: a.state[n] for n in names})
+    pts = [p.point(al, be) for be in ref.beta for al in ref.alpha]  # row-major [beta, alpha]
 
     def ours() -> None:
-        plane_study(a, b, c, cfg, store=Store(folder / f"bn{next(runs)}"))
+        run(plane.KIND, cfg, inputs, store=Store(folder / f"bn{next(runs)}"))
 
     with torch.no_grad():
         naive = np.array(naive_plane(a, pts[:3], ds, args.device))
-        got = np.stack([ref.arrays[m].reshape(-1)[:3] for m in ("train_loss", "train_acc")], 1)
+        got = np.stack([ref.metrics[m].reshape(-1)[:3] for m in ("train_loss", "train_acc")], 1)
         print(
             f"loss at 3 points, ours vs naive (BN batch 128 differs): {got[:, 0]} vs {naive[:, 0]}"
         )
@@ -293,18 +298,20 @@ def bench_points_per_pass(args: argparse.Namespace, folder: Path) -> None:
     w = flatten(like).double()
     gen = torch.Generator().manual_seed(0)
     u, v = (0.01 * torch.randn(w.numel(), generator=gen, dtype=torch.float64) for _ in range(2))
-    plane = Plane(w, u.to(w.device), v.to(w.device), like)
+    p = Plane(w, u.to(w.device), v.to(w.device), like)
     data = EvalData.from_dataset(load_dataset("digits"), device=args.device)
     coords = torch.randn(48, 2, generator=gen, dtype=torch.float64).to(w.device)
-    reuse = PlaneEvaluator(model, plane, data, points_per_pass=1)
-    plain = PlaneEvaluator(model, plane, data, first_layer="plain", points_per_pass=1)
+    basis = plane_basis(p)
+    reuse = Evaluator(model, data, basis, points_per_pass=1)
+    plain = Evaluator(model, data, basis, first_layer="plain", points_per_pass=1)
+    coords = torch.cat([torch.ones(len(coords), 1, dtype=coords.dtype), coords.cpu()], 1)
     fns = {
         "loop, first layer reused": lambda: [reuse(c) for c in coords.tolist()],
         "loop, plain": lambda: [plain(c) for c in coords.tolist()],
     }
     for k in (4, 16):
-        ev = PlaneEvaluator(model, plane, data, points_per_pass=k)
-        fns[f"vmap, {k} points per pass"] = lambda ev=ev: ev.many(coords.cpu().numpy())
+        ev = Evaluator(model, data, basis, points_per_pass=k)
+        fns[f"vmap, {k} points per pass"] = lambda ev=ev: ev.many(coords.numpy())
     with torch.no_grad():
         t = interleaved(fns, max(args.repeats, 5), args.device)
     base = t["loop, first layer reused"]

@@ -1,30 +1,55 @@
 """landscape: how dense (SGD) and sparse (gRDA) minima of a neural network are connected."""
 
-__version__ = "0.1.0"  # defined first: the store hashes it into every result key
+__version__ = "0.1.0"
 
 from landscape.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from landscape.curves import BezierCurve, CurveConfig, curve_study, fit_curve, load_curve
+from landscape.curves import BezierCurve, CurveConfig, fit_curve, load_curve
 from landscape.data import NORMALIZATIONS, DataError, Dataset, load_dataset
-from landscape.evaluate import EvalData, evaluate_point, evaluate_points
-from landscape.hessian import HessianConfig, hessian_study, hvp, top_eigen
+from landscape.evaluate import (
+    METRICS,
+    EvalData,
+    Evaluator,
+    bn_statistics,
+    evaluate_model,
+    evaluate_point,
+    evaluate_points,
+)
+from landscape.hessian import hvp, top_eigen
 from landscape.models import MODELS, RESEARCH_ARCHS, build_model, prunable_names, resolve_arch
 from landscape.optim import GRDA
 from landscape.pruning import magnitude_prune, mask_stability, prune_checkpoint
 from landscape.research import export_research, load_any, open_research, recognize
 from landscape.store import Store
-from landscape.surfaces import (
-    PCAConfig,
-    PlaneConfig,
-    pca_study,
-    plane_study,
-    random_plane_study,
-    slice_study,
-)
+from landscape.studies import KINDS, find, run
+from landscape.studies.curve import CurveInputs, CurveResult
+from landscape.studies.hessian import HessianConfig, HessianInputs, HessianResult
+from landscape.studies.pca import PCAConfig, PCAInputs, PCAResult
+from landscape.studies.plane import PlaneConfig, PlaneInputs, PlaneResult
+from landscape.studies.random_plane import RandomPlaneConfig, RandomPlaneInputs, RandomPlaneResult
+from landscape.studies.slices import SliceConfig, SliceInputs, SliceResult
 from landscape.sweep import SweepConfig, pareto_front, run_sweep
 from landscape.train import TrainConfig, train
 
 __all__ = [
+    "KINDS",
+    "CurveInputs",
+    "CurveResult",
+    "HessianInputs",
+    "HessianResult",
+    "PCAInputs",
+    "PCAResult",
+    "PlaneInputs",
+    "PlaneResult",
+    "RandomPlaneConfig",
+    "RandomPlaneInputs",
+    "RandomPlaneResult",
+    "SliceConfig",
+    "SliceInputs",
+    "SliceResult",
+    "find",
+    "run",
     "GRDA",
+    "METRICS",
     "MODELS",
     "NORMALIZATIONS",
     "RESEARCH_ARCHS",
@@ -35,19 +60,20 @@ __all__ = [
     "DataError",
     "Dataset",
     "EvalData",
+    "Evaluator",
     "HessianConfig",
     "PCAConfig",
     "PlaneConfig",
     "Store",
     "SweepConfig",
     "TrainConfig",
+    "bn_statistics",
     "build_model",
-    "curve_study",
+    "evaluate_model",
     "evaluate_point",
     "evaluate_points",
     "export_research",
     "fit_curve",
-    "hessian_study",
     "hvp",
     "load_any",
     "load_checkpoint",
@@ -57,16 +83,12 @@ __all__ = [
     "mask_stability",
     "open_research",
     "pareto_front",
-    "pca_study",
-    "plane_study",
     "prunable_names",
     "prune_checkpoint",
-    "random_plane_study",
     "recognize",
     "resolve_arch",
     "run_sweep",
     "save_checkpoint",
-    "slice_study",
     "top_eigen",
     "train",
 ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +18,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from landscape.data import Dataset, load_dataset
 from landscape.models import MODELS, build_model
+from landscape.store import atomic_write
 
 __all__ = [
     "FORMAT_VERSION",
@@ -119,12 +119,7 @@ def save_checkpoint(
     full_meta = {"format_version": FORMAT_VERSION, **meta}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(full_meta, sort_keys=True)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, save(tensors, metadata={_META_KEY: json.dumps(full_meta, sort_keys=True)}))
     return content_hash(tensors)
 
 

@@ -14,50 +14,37 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 from torch.func import functional_call
 
 from landscape.checkpoints import Checkpoint, CheckpointError, checkpoint_dataset
 from landscape.data import Dataset, batches
 from landscape.evaluate import (
-    METRICS,
-    EvalData,
     channels_last,
-    evaluate_points,
     small_model_threads,
 )
-from landscape.models import prunable_names
-from landscape.params import Named, flatten, has_batchnorm, sparsity, split_state, unflatten
+from landscape.params import Named, flatten, has_batchnorm, split_state, unflatten
 from landscape.progress import Progress
-from landscape.store import Store, Stored, result_key
-from landscape.train import lr_factor
+from landscape.store import atomic_write
+from landscape.train import Loop, lr_factor
 
 __all__ = [
-    "PATH_METRICS",
     "BezierCurve",
     "CurveConfig",
-    "PathResult",
     "bernstein",
-    "curve_study",
-    "evaluate_path",
     "fit_curve",
     "load_curve",
     "save_curve",
-    "summarize",
 ]
 
-PATH_METRICS = (*METRICS, "weight_norm", "sparsity", "sparsity_small")
+
 SMALL = 1e-3  # |w| below this counts as "small" in sparsity_small
 _CURVE_FORMAT = "landscape-curve"
 _CURVE_VERSION = 1
@@ -232,7 +219,7 @@ def _endpoint_model(a: Checkpoint, b: Checkpoint) -> nn.Module:
     return a.build_model()
 
 
-def _endpoint_params(a: Checkpoint, b: Checkpoint) -> tuple[nn.Module, Named, Named]:
+def endpoint_params(a: Checkpoint, b: Checkpoint) -> tuple[nn.Module, Named, Named]:
     model = _endpoint_model(a, b)
     return model, split_state(model, a.state)[0], split_state(model, b.state)[0]
 
@@ -261,7 +248,7 @@ def fit_curve(
         The fitted curve on ``cfg.device``; ``curve.history`` holds the per-epoch mean loss.
     """
     cfg.check()
-    model, pa, pb = _endpoint_params(a, b)
+    model, pa, pb = endpoint_params(a, b)
     device = torch.device(cfg.device)
     model.to(device)
     curve = BezierCurve(pa, pb, order=cfg.order).to(device)
@@ -277,7 +264,7 @@ def fit_curve(
     )
     x, y = channels_last(data.x_train.to(device)), data.y_train.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    fit = _Fit(model, curve, opt, sched, gen, progress, total)
+    fit = _Fit(model, curve, Loop(opt, total, sched, progress), gen)
     with small_model_threads(model, x):
         model.train()
         for _ in range(cfg.epochs):
@@ -288,45 +275,49 @@ def fit_curve(
 
 @dataclass
 class _Fit:
-    """State of one curve fit: model, curve, optimizer, schedule, random stream, progress."""
+    """One curve fit: the training :class:`~landscape.train.Loop` with a per-batch Bezier point.
+
+    The loop is the one :func:`landscape.train.train` uses; only the forward pass differs: each
+    mini-batch draws t ~ U(0, 1) from the fit's random stream (after the batch order, as
+    before) and computes the logits at phi(t) through ``functional_call``.
+    """
 
     model: nn.Module
     curve: BezierCurve
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LRScheduler
+    loop: Loop
     gen: torch.Generator
-    progress: Progress | None
-    total: int
-    step: int = 0
 
     def __post_init__(self) -> None:
         # Scratch buffers: BN updates running statistics in train mode; they are never used.
         self.buffers = {k: v.detach().clone() for k, v in self.model.named_buffers()}
         self.skip_single = has_batchnorm(self.model)  # no batch statistics from one sample
 
+    def forward(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor | None:
+        """Logits at phi(t) for a fresh t, or None for a batch BN cannot train on."""
+        t = torch.rand((), generator=self.gen)
+        if self.skip_single and len(yb) == 1:
+            return None
+        return functional_call(self.model, (self.curve.point(t), self.buffers), (xb,))
+
     def epoch(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
         """One pass over (x, y) with a fresh t per mini-batch; returns the mean loss."""
         loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-        seen = 0
-        for xb, yb in batches(x, y, batch_size, shuffle=True, generator=self.gen):
-            t = torch.rand((), generator=self.gen)
-            self.step += 1  # counted even when skipped, so the schedule's length holds
-            if self.skip_single and len(yb) == 1:
-                continue
-            logits = functional_call(self.model, (self.curve.point(t), self.buffers), (xb,))
-            loss = F.cross_entropy(logits, yb)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            self.sched.step()
-            loss_sum += loss.detach() * len(yb)
-            seen += len(yb)
-            if self.progress is not None:
-                self.progress(self.step, self.total, "fitting curve")
-        return float(loss_sum) / max(seen, 1)
+        seen = [0]
+
+        def after_step(_step: int, loss: torch.Tensor, _logits, yb: torch.Tensor) -> None:
+            loss_sum.add_(loss.detach() * len(yb))
+            seen[0] += len(yb)
+
+        self.loop.epoch(
+            self.forward,
+            batches(x, y, batch_size, shuffle=True, generator=self.gen),
+            after_step=after_step,
+            stage="fitting curve",
+        )
+        return float(loss_sum) / max(seen[0], 1)
 
 
-def _curve_hash(curve: BezierCurve) -> str:
+def curve_hash(curve: BezierCurve) -> str:
     """Content hash of a curve's control points (names, shapes and bytes)."""
     h = hashlib.sha256(json.dumps([curve.names, list(curve.inner.shape)]).encode())
     h.update(curve.controls().detach().cpu().contiguous().numpy().tobytes())
@@ -362,9 +353,7 @@ def save_curve(
         "history": curve.history,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={_CURVE_FORMAT: json.dumps(meta)})
-    os.replace(tmp, path)
+    atomic_write(path, save(tensors, metadata={_CURVE_FORMAT: json.dumps(meta)}))
     return path
 
 
@@ -428,7 +417,7 @@ def load_curve(path: str | Path, a: Checkpoint, b: Checkpoint) -> BezierCurve:
             f"{path}: curve was fitted between endpoints {want[0]} and {want[1]}, "
             f"not {a.hash} ({a.name}) and {b.hash} ({b.name}){swapped}"
         )
-    model, pa, pb = _endpoint_params(a, b)
+    model, pa, pb = endpoint_params(a, b)
     order = meta.get("order")
     if not isinstance(order, int) or order < 1:
         raise CheckpointError(f"{path}: invalid curve order {order!r}")
@@ -450,157 +439,7 @@ def load_curve(path: str | Path, a: Checkpoint, b: Checkpoint) -> BezierCurve:
     return curve
 
 
-@dataclass
-class PathResult:
-    """Metrics along a path phi(t) at the values ``t``.
-
-    Attributes:
-        t: (n,) values of t.
-        train_loss, train_acc, test_loss, test_acc: (n,) with BN recalibrated at each point.
-        weight_norm: (n,) L2 norm of all parameters at phi(t).
-        sparsity: (n,) fraction of exactly-zero prunable weights.
-        sparsity_small: (n,) fraction of prunable weights with |w| < 1e-3.
-        layer_sparsity: (n, layers) fraction of exact zeros per prunable layer.
-        layers: names of the prunable layers (columns of ``layer_sparsity``).
-        segment: (n,) |phi(t_i) - phi(t_{i-1})| (0 for i = 0); sums to the path length.
-    """
-
-    t: np.ndarray
-    train_loss: np.ndarray
-    train_acc: np.ndarray
-    test_loss: np.ndarray
-    test_acc: np.ndarray
-    weight_norm: np.ndarray
-    sparsity: np.ndarray
-    sparsity_small: np.ndarray
-    layer_sparsity: np.ndarray
-    layers: list[str] = field(default_factory=list)
-    segment: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        """The arrays as ``{prefix_metric: array}`` (``t`` and ``layers`` not included)."""
-        out = {f"{prefix}_{m}": getattr(self, m) for m in PATH_METRICS}
-        out[f"{prefix}_layer_sparsity"] = self.layer_sparsity
-        out[f"{prefix}_segment"] = self.segment
-        return out
-
-    @classmethod
-    def from_arrays(
-        cls, arrays: dict[str, np.ndarray], prefix: str, layers: list[str]
-    ) -> PathResult:
-        """Inverse of :meth:`arrays` (e.g. ``curve_study(...).arrays`` with "curve"/"line")."""
-        return cls(
-            t=arrays["t"],
-            **{m: arrays[f"{prefix}_{m}"] for m in PATH_METRICS},
-            layer_sparsity=arrays[f"{prefix}_layer_sparsity"],
-            layers=list(layers),
-            segment=arrays[f"{prefix}_segment"],
-        )
-
-
-@torch.no_grad()
-def evaluate_path(
-    model: nn.Module,
-    curve: BezierCurve,
-    t: np.ndarray | list[float] | int,
-    data: EvalData,
-    *,
-    progress: Progress | None = None,
-    store: Store | None = None,
-    kind: str = "",
-    key: str = "",
-    stage: str = "evaluating path",
-) -> PathResult:
-    """Loss, accuracy, weight norm and sparsity at phi(t) for each t.
-
-    Args:
-        model: the architecture (its weights are not used).
-        curve: the path (a :class:`BezierCurve`; order 1 is the straight line).
-        t: values in [0, 1], or a number n of evenly spaced values from 0 to 1.
-        data: evaluation data (on the device to evaluate on).
-        progress: ``progress(done, total, stage)`` callback.
-        store, kind, key: keep partial results under (kind, key) so a killed run resumes.
-        stage: text shown with the progress.
-
-    Returns:
-        A :class:`PathResult`.
-    """
-    ts = np.linspace(0.0, 1.0, t) if isinstance(t, int) else np.asarray(t, dtype=float)
-    flat = curve.flat_points(torch.as_tensor(ts)).to(data.x_train.device)  # (n, P)
-    like = curve.start
-    metrics = evaluate_points(
-        model,
-        lambda i: unflatten(flat[i], like),
-        len(ts),
-        data,
-        progress=progress,
-        store=store,
-        kind=kind,
-        key=key,
-        stage=stage,
-    )
-    prunable = prunable_names(model)
-    sp = [sparsity(unflatten(flat[i], like), prunable, tol=SMALL) for i in range(len(ts))]
-    segment = np.zeros(len(ts))
-    segment[1:] = (flat[1:] - flat[:-1]).double().norm(dim=1).cpu().numpy()
-    return PathResult(
-        t=ts,
-        **{m: metrics[m] for m in METRICS},
-        weight_norm=flat.double().norm(dim=1).cpu().numpy(),
-        sparsity=np.array([s["zero"] for s in sp]),
-        sparsity_small=np.array([s["small"] for s in sp]),
-        layer_sparsity=np.array([[s["layers"][n] for n in prunable] for s in sp]).reshape(
-            len(ts), len(prunable)
-        ),
-        layers=prunable,
-        segment=segment,
-    )
-
-
-def summarize(path: PathResult) -> dict[str, Any]:
-    """One-screen numbers of a path; the t grid must start at 0 and end at 1.
-
-    Returns:
-        ``{"metrics": {m: {"start", "end", "min", "t_min", "max", "t_max"}} for m in
-        PATH_METRICS, "barrier": {"train_loss" | "test_loss": {"height", "t"}},
-        "length": sum of |phi(t_i+1) - phi(t_i)|, "best_test_acc": {"t", "value"} (first t of
-        the highest test accuracy), "midpoint": {"t": the grid t closest to 0.5, m: value}}``.
-        The barrier is max_t [loss(t) - ((1 - t) loss(0) + t loss(1))]: 0 when the path is
-        never above the chord between its ends.
-    """
-    t = np.asarray(path.t, dtype=float)
-    if len(t) < 2 or t[0] != 0.0 or t[-1] != 1.0:
-        raise ValueError("summarize needs a t grid from 0 to 1")
-    metrics = {}
-    for m in PATH_METRICS:
-        v = np.asarray(getattr(path, m), dtype=float)
-        lo, hi = int(np.nanargmin(v)), int(np.nanargmax(v))
-        metrics[m] = {
-            "start": float(v[0]),
-            "end": float(v[-1]),
-            "min": float(v[lo]),
-            "t_min": float(t[lo]),
-            "max": float(v[hi]),
-            "t_max": float(t[hi]),
-        }
-    barrier = {}
-    for m in ("train_loss", "test_loss"):
-        v = np.asarray(getattr(path, m), dtype=float)
-        excess = v - ((1 - t) * v[0] + t * v[-1])
-        i = int(np.nanargmax(excess))
-        barrier[m] = {"height": float(excess[i]), "t": float(t[i])}
-    best = int(np.nanargmax(path.test_acc))
-    mid = int(np.argmin(np.abs(t - 0.5)))
-    return {
-        "metrics": metrics,
-        "barrier": barrier,
-        "length": float(np.sum(path.segment)),
-        "best_test_acc": {"t": float(t[best]), "value": float(path.test_acc[best])},
-        "midpoint": {"t": float(t[mid]), **{m: float(getattr(path, m)[mid]) for m in PATH_METRICS}},
-    }
-
-
-def _joins(curve: BezierCurve, pa: Named, pb: Named) -> bool:
+def joins(curve: BezierCurve, pa: Named, pb: Named) -> bool:
     """Whether ``curve`` runs from the weight point ``pa`` to ``pb`` exactly."""
     if sorted(curve.names) != sorted(pa):
         return False
@@ -611,7 +450,7 @@ def _joins(curve: BezierCurve, pa: Named, pb: Named) -> bool:
     )
 
 
-def _endpoint_data(a: Checkpoint, b: Checkpoint, cfg: CurveConfig) -> Dataset:
+def endpoint_data(a: Checkpoint, b: Checkpoint, cfg: CurveConfig) -> Dataset:
     """The data set named in the endpoints' metadata (they must agree)."""
     da, db = a.meta.get("data"), b.meta.get("data")
     for ck, d in ((a, da), (b, db)):
@@ -620,132 +459,3 @@ def _endpoint_data(a: Checkpoint, b: Checkpoint, cfg: CurveConfig) -> Dataset:
     if (da["name"], da.get("split_seed", 0)) != (db["name"], db.get("split_seed", 0)):
         raise ValueError(f"endpoints were trained on different data: {da} vs {db}")
     return checkpoint_dataset(a, data_root=cfg.data_root)
-
-
-def _fit_inputs(a: Checkpoint, b: Checkpoint, cfg: CurveConfig, data: Dataset) -> dict:
-    fit = {f: getattr(cfg, f) for f in _FIT_FIELDS}
-    return {"a": a.hash, "b": b.hash, "data": data.describe(), "fit": fit, "seed": cfg.seed}
-
-
-def _stored_fit(
-    a: Checkpoint,
-    b: Checkpoint,
-    cfg: CurveConfig,
-    data: Dataset,
-    store: Store,
-    progress: Progress | None,
-) -> tuple[BezierCurve, Path]:
-    """The fitted curve for (a, b, data, fit config): from the store, or fitted and saved."""
-    key = result_key("curve_fit", _fit_inputs(a, b, cfg, data))
-    path = store.root / "curve" / f"fit-{key}.safetensors"
-    with store.lock("curve_fit", key):
-        if path.exists():
-            try:
-                return load_curve(path, a, b), path
-            except CheckpointError as err:
-                warnings.warn(f"refitting: stored curve is unusable: {err}", stacklevel=3)
-        curve = fit_curve(a, b, cfg, data, progress=progress)
-        save_curve(path, curve, a, b, cfg)
-    return curve, path
-
-
-def _given_curve(curve: BezierCurve, a: Checkpoint, b: Checkpoint, cfg: CurveConfig, store: Store):
-    """Copy a given curve into the store (named by its content) so results point inside it."""
-    path = store.root / "curve" / f"given-{_curve_hash(curve)}.safetensors"
-    if not path.exists():
-        save_curve(path, curve, a, b, cfg)
-    return path
-
-
-def curve_study(
-    a: Checkpoint,
-    b: Checkpoint,
-    cfg: CurveConfig,
-    *,
-    store: Store | None = None,
-    progress: Progress | None = None,
-    curve: BezierCurve | None = None,
-) -> Stored:
-    """Fit (or reuse) a curve from ``a`` to ``b`` and evaluate it and the straight line.
-
-    The data set comes from the endpoints' metadata. The result is stored under kind "curve",
-    keyed by the endpoint hashes, the data (incl. split seed and BN samples) and the config
-    (without device); a stored result is returned at once. The fit is stored separately (keyed
-    by the fit settings only), so a new ``points`` or ``bn_subset`` reuses it. A killed run
-    resumes the evaluation from partial results.
-
-    Args:
-        a, b: the endpoints (t = 0 and t = 1), same architecture and data set.
-        cfg: the configuration.
-        store: the result store (default ``Store()``).
-        progress: ``progress(done, total, stage)`` with stages "fitting curve",
-            "evaluating curve", "evaluating line".
-        curve: a curve fitted earlier (e.g. :func:`load_curve`) to evaluate instead of fitting;
-            its content hash enters the key in place of the fit settings.
-
-    Returns:
-        :class:`Stored` with ``data``: {"summary": {"curve": summarize(...), "line": ...},
-        "curve_file": path of the curve's ``.safetensors`` inside the store, "config":
-        asdict(cfg), "endpoints": {"a": {"hash", "name"}, "b": {...}}, "bn_samples": N,
-        "layers": prunable layer names, "fit_history": per-epoch mean train loss, "inputs"},
-        and ``arrays``: "t", "curve_<m>" and "line_<m>" for m in PATH_METRICS,
-        "curve_layer_sparsity" / "line_layer_sparsity" (points, layers), "curve_segment" /
-        "line_segment" (see :class:`PathResult`).
-    """
-    cfg.check()
-    store = store if store is not None else Store()
-    model, pa, pb = _endpoint_params(a, b)
-    if curve is not None and not _joins(curve, pa, pb):
-        raise ValueError("the given curve does not run between these endpoints")
-    data = _endpoint_data(a, b, cfg)
-    evdata = EvalData.from_dataset(data, device=cfg.device, bn_subset=cfg.bn_subset)
-    config = {k: v for k, v in asdict(cfg).items() if k != "device"}
-    inputs = {
-        "a": a.hash,
-        "b": b.hash,
-        "data": {**data.describe(), **evdata.describe()},
-        "config": config,
-        "curve": _curve_hash(curve) if curve is not None else None,
-    }
-
-    def compute(key: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        if curve is None:
-            fitted, path = _stored_fit(a, b, cfg, data, store, progress)
-        else:
-            fitted, path = curve, _given_curve(curve, a, b, cfg, store)
-        fitted.to(cfg.device)
-        line = BezierCurve(pa, pb, order=1).to(cfg.device)
-        t = np.linspace(0.0, 1.0, cfg.points)
-        tag = _curve_hash(fitted)  # partial results belong to this exact curve
-        paths = {}
-        for name, c in (("curve", fitted), ("line", line)):
-            paths[name] = evaluate_path(
-                model,
-                c,
-                t,
-                evdata,
-                progress=progress,
-                store=store,
-                kind="curve",
-                key=f"{key}-{name}-{tag}",
-                stage=f"evaluating {name}",
-            )
-        arrays = {"t": t, **paths["curve"].arrays("curve"), **paths["line"].arrays("line")}
-        result = {
-            "summary": {name: summarize(p) for name, p in paths.items()},
-            "curve_file": str(path),
-            "config": asdict(cfg),
-            "endpoints": {
-                "a": {"hash": a.hash, "name": a.name},
-                "b": {"hash": b.hash, "name": b.name},
-            },
-            "bn_samples": evdata.bn_samples,
-            "layers": paths["curve"].layers,
-            "fit_history": fitted.history,
-        }
-        return result, arrays
-
-    stored = store.get_or_compute("curve", inputs, compute)
-    for leftover in (store.root / "curve").glob(f"{stored.key}-*.partial.npz"):
-        leftover.unlink(missing_ok=True)  # the result is safe: its partials are not needed
-    return stored

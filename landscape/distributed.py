@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -26,17 +26,18 @@ import torch
 import torch.distributed as dist
 
 from landscape.evaluate import METRICS, EvalData, evaluate_points
+from landscape.params import Named
 from landscape.progress import Progress
-from landscape.store import Arrays, Store, Stored, result_key
+from landscape.store import Store
 
 __all__ = [
     "Group",
+    "broadcast",
     "current_shard",
     "evaluate_sharded",
     "launch",
     "process_group",
     "relaunch_argv",
-    "stored",
 ]
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -161,8 +162,8 @@ def _all_reduce_points(out: dict[str, np.ndarray], device: str) -> dict[str, np.
 
 def evaluate_sharded(
     model: torch.nn.Module,
-    point: Callable[[int], Any],
-    n: int,
+    basis: Sequence[Named] | torch.Tensor,
+    coords: np.ndarray,
     data: EvalData,
     *,
     store: Store | None = None,
@@ -171,13 +172,13 @@ def evaluate_sharded(
     shard: tuple[int, int] | None = None,
     progress: Progress | None = None,
     stage: str = "evaluating points",
-    evaluate_fn: Callable[[Any], dict[str, float]] | None = None,
+    points_per_pass: int | None = None,
 ) -> dict[str, np.ndarray]:
     """:func:`evaluate_points` on this rank's share, then the full arrays on every rank.
 
     Args:
-        model, point, n, data, store, kind, progress, stage, evaluate_fn: as in
-            :func:`landscape.evaluate.evaluate_points`.
+        model, basis, coords, data, store, kind, progress, stage, points_per_pass: as in
+            :func:`landscape.evaluate.evaluate_points` (the points are ``coords @ basis``).
         key: result key; with world > 1 each rank keeps its partial file under
             ``<key>-rank<r>of<w>`` (a re-run with the same world resumes per rank).
         shard: (rank, world); None: :func:`current_shard`.
@@ -189,8 +190,8 @@ def evaluate_sharded(
     part_key = key if world == 1 or not key else f"{key}-rank{rank}of{world}"
     out = evaluate_points(
         model,
-        point,
-        n,
+        basis,
+        coords,
         data,
         progress=progress,
         store=store,
@@ -198,7 +199,7 @@ def evaluate_sharded(
         key=part_key,
         shard=(rank, world),
         stage=stage,
-        evaluate_fn=evaluate_fn,
+        points_per_pass=points_per_pass,
     )
     if world == 1:
         return out
@@ -208,39 +209,10 @@ def evaluate_sharded(
     return merged
 
 
-def _broadcast(obj: Any) -> Any:
+def broadcast(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def stored(
-    store: Store,
-    kind: str,
-    inputs: dict[str, Any],
-    compute: Callable[[str], tuple[dict[str, Any], Arrays | None]],
-    *,
-    shard: tuple[int, int] | None = None,
-) -> Stored:
-    """:meth:`Store.get_or_compute` for one process or for every rank of a group.
-
-    With world > 1 rank 0 alone reads and writes the store; whether the result is already
-    there is broadcast, so all ranks either return it or run ``compute`` (which must call
-    :func:`evaluate_sharded`) together. Every rank returns the same result.
-    """
-    rank, world = shard if shard is not None else current_shard()
-    if world == 1:
-        return store.get_or_compute(kind, inputs, compute)
-    key = result_key(kind, inputs)
-    found = _broadcast(store.load(kind, key) if rank == 0 else None)
-    if found is not None:
-        return found
-    data, arrays = compute(key)
-    data = {**data, "inputs": inputs}
-    if rank == 0:
-        with store.lock(kind, key):
-            return store.save(kind, key, data, arrays)
-    return Stored(kind, key, data, dict(arrays or {}))
 
 
 def relaunch_argv(args: argparse.Namespace, parse: Callable[[list[str]], Any]) -> list[str]:

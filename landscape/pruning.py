@@ -15,24 +15,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from landscape.checkpoints import Checkpoint, CheckpointError, checkpoint_dataset, load_checkpoint
 from landscape.data import Dataset, batches
+from landscape.evaluate import EvalData, bn_statistics, evaluate_model
 from landscape.models import prunable_names
-from landscape.params import evaluate, recalibrate_bn, split_state
 from landscape.params import sparsity as sparsity_stats
+from landscape.params import split_state
 from landscape.progress import Progress
+from landscape.train import Loop
 
 __all__ = [
     "MaskStability",
+    "check_prune",
+    "check_tol",
     "jaccard",
     "magnitude_prune",
     "magnitude_optimizer_meta",
     "mask_stability",
     "prune_checkpoint",
     "settled_index",
+    "snapshot_files",
 ]
 
 Named = dict[str, torch.Tensor]
@@ -74,6 +78,20 @@ def magnitude_prune(
     return pruned, masks
 
 
+def check_prune(
+    sparsity: float, scope: str, finetune_epochs: int, lr: float, batch_size: int
+) -> None:
+    """ValueError on the first invalid argument of :func:`prune_checkpoint`."""
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
+    if scope not in ("global", "layer"):
+        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    if finetune_epochs < 0:
+        raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
+    if finetune_epochs > 0 and not (lr > 0 and batch_size >= 1):
+        raise ValueError(f"fine-tuning needs lr > 0 and batch_size >= 1, got {lr}, {batch_size}")
+
+
 def magnitude_optimizer_meta(
     source_hash: str,
     sparsity: float,
@@ -91,11 +109,15 @@ def magnitude_optimizer_meta(
 
 
 def _metrics(
-    model: nn.Module, params: Named, buffers: Named, data: Dataset, device: torch.device
+    model: nn.Module, data: Dataset, device: torch.device, sp: dict[str, Any]
 ) -> dict[str, float]:
-    tr = evaluate(model, params, buffers, data.x_train.to(device), data.y_train.to(device))
-    te = evaluate(model, params, buffers, data.x_test.to(device), data.y_test.to(device))
-    return {"train_loss": tr.loss, "train_acc": tr.acc, "test_loss": te.loss, "test_acc": te.acc}
+    """Train and test loss and accuracy of ``model`` with its own weights and buffers, and
+    the sparsity ``sp`` (:func:`landscape.params.sparsity`) of its prunable weights."""
+    out = {}
+    for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        got = evaluate_model(model, x.to(device), y.to(device))
+        out |= {f"{split}_loss": got["loss"], f"{split}_acc": got["acc"]}
+    return out | {"sparsity": sp["zero"], "sparsity_small": sp["small"]}
 
 
 def _finetune(
@@ -110,32 +132,73 @@ def _finetune(
     device: torch.device,
     progress: Progress | None,
 ) -> int:
-    """Masked SGD on ``model`` in place; returns the number of steps taken."""
+    """Masked SGD on ``model`` in place through the training :class:`~landscape.train.Loop`.
+
+    Returns:
+        The number of steps taken.
+    """
     params = dict(model.named_parameters())
     masks = {n: m.to(device) for n, m in masks.items()}
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
+
+    def mask_grads() -> None:
+        for n, m in masks.items():
+            params[n].grad.mul_(m)
+
+    @torch.no_grad()
+    def mask_weights(*_: Any) -> None:
+        # Masked gradients already keep zeros with plain SGD; re-applying the mask makes
+        # "pruned stays exactly zero" hold by construction, whatever the update does.
+        for n, m in masks.items():
+            params[n].mul_(m)
+
     x, y = data.x_train.to(device), data.y_train.to(device)
     gen = torch.Generator().manual_seed(seed)
     total = epochs * -(-len(y) // batch_size)
-    step = 0
+    loop = Loop(torch.optim.SGD(model.parameters(), lr=lr), total, progress=progress)
     for epoch in range(1, epochs + 1):
         model.train()
-        for xb, yb in batches(x, y, batch_size, shuffle=True, generator=gen):
-            loss = F.cross_entropy(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for n, m in masks.items():
-                params[n].grad.mul_(m)
-            opt.step()
-            # Masked gradients already keep zeros with plain SGD; re-applying the mask makes
-            # "pruned stays exactly zero" hold by construction, whatever the update does.
-            with torch.no_grad():
-                for n, m in masks.items():
-                    params[n].mul_(m)
-            step += 1
-            if progress is not None:
-                progress(step, total, f"fine-tune epoch {epoch}/{epochs}")
-    return step
+        loop.epoch(
+            lambda xb, _yb: model(xb),
+            batches(x, y, batch_size, shuffle=True, generator=gen),
+            on_grad=mask_grads,
+            after_step=mask_weights,
+            stage=f"fine-tune epoch {epoch}/{epochs}",
+        )
+    return loop.step
+
+
+def _exact_prune(
+    ckpt: Checkpoint, prunable: list[str], sparsity: float, scope: str
+) -> tuple[Named, Named]:
+    """:func:`magnitude_prune`; ValueError if the source is already sparser than the target."""
+    pruned, masks = magnitude_prune(ckpt.state, prunable, sparsity, scope=scope)
+    if any(bool((pruned[n][masks[n]] == 0).any()) for n in prunable):
+        have = sparsity_stats(ckpt.state, prunable)["zero"]
+        raise ValueError(
+            f"{ckpt.path}: already {have:.4f} sparse, more than the target {sparsity} "
+            f"({scope} scope); magnitude pruning cannot reach it exactly"
+        )
+    return pruned, masks
+
+
+def _final_state(model: nn.Module, data: Dataset, device: torch.device, *, recalibrate: bool):
+    """``model``'s state on the CPU, BatchNorm statistics first recomputed if ``recalibrate``."""
+    params, buffers = split_state(model, model.state_dict())
+    if recalibrate:
+        buffers = _recalibrate(model, params, data, device)
+    return {k: v.detach().cpu() for k, v in {**params, **buffers}.items()}
+
+
+def _recalibrate(model: nn.Module, params: Named, data: Dataset, device: torch.device) -> Named:
+    """BatchNorm statistics at the pruned weights, copied into ``model`` and returned."""
+    evdata = EvalData(
+        *(t.to(device) for t in (data.x_train, data.y_train, data.x_test, data.y_test))
+    )
+    buffers = bn_statistics(model, params, evdata)
+    with torch.no_grad():
+        for n, b in model.named_buffers():
+            b.copy_(buffers[n])
+    return buffers
 
 
 def prune_checkpoint(
@@ -153,69 +216,38 @@ def prune_checkpoint(
 ) -> tuple[Named, dict[str, Any]]:
     """Magnitude-prune a checkpoint to exactly ``sparsity``, optionally fine-tune with the mask.
 
-    Without fine-tuning, BatchNorm statistics are recomputed at the pruned weights (the source's
-    no longer fit them) and stored. With fine-tuning (SGD on the checkpoint's training data,
-    gradients masked and the mask re-applied after every step, so pruned weights stay exactly
-    zero) the model's own running statistics from the fine-tuning are kept.
+    Without fine-tuning, BatchNorm statistics are recomputed at the pruned weights. With it
+    (SGD on the checkpoint's training data, gradients masked and the mask re-applied after
+    every step, so pruned weights stay exactly zero) the fine-tuning's own statistics are kept.
+    ValueError on bad arguments, or a source already sparser than ``sparsity`` allows.
 
     Args:
         ckpt: the source checkpoint (its metadata must name the data set).
         sparsity: target fraction of zeros among the prunable weights, in [0, 1].
         scope: "global" (one threshold) or "layer" (every tensor to ``sparsity``).
         finetune_epochs: epochs of masked SGD after pruning (0: none).
-        lr: fine-tuning learning rate.
-        batch_size: fine-tuning batch size.
-        seed: seed of the fine-tuning batch order.
-        data_root: folder of mnist / cifar10 files, if the checkpoint uses one of them.
-        device: "cpu" or "cuda".
+        lr, batch_size, seed: fine-tuning learning rate, batch size and batch-order seed.
+        data_root, device: folder of mnist / cifar10 files; "cpu" or "cuda".
         progress: ``progress(done, total, stage)`` over fine-tuning steps.
 
     Returns:
-        (state dict on CPU, metadata with arch and data copied from ``ckpt``, optimizer
-        {"name": "magnitude", "hparams", "source_hash"}, step, epoch, seed, metrics
-        {train/test loss and acc, sparsity, sparsity_small} and wall_time_s).
-
-    Raises:
-        ValueError: bad arguments, or a source already sparser than ``sparsity`` allows.
+        (state dict on CPU, metadata: arch and data of ``ckpt``, optimizer (see
+        :func:`magnitude_optimizer_meta`), step, epoch, seed, metrics, wall_time_s).
     """
-    if finetune_epochs < 0:
-        raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
-    if finetune_epochs > 0 and not (lr > 0 and batch_size >= 1):
-        raise ValueError(f"fine-tuning needs lr > 0 and batch_size >= 1, got {lr}, {batch_size}")
+    check_prune(sparsity, scope, finetune_epochs, lr, batch_size)
     start = time.perf_counter()
     dev = torch.device(device)
     model = ckpt.build_model()
     prunable = prunable_names(model)
-    pruned, masks = magnitude_prune(ckpt.state, prunable, sparsity, scope=scope)
-    if any(bool((pruned[n][masks[n]] == 0).any()) for n in prunable):
-        have = sparsity_stats(ckpt.state, prunable)["zero"]
-        raise ValueError(
-            f"{ckpt.path}: already {have:.4f} sparse, more than the target {sparsity} "
-            f"({scope} scope); magnitude pruning cannot reach it exactly"
-        )
+    pruned, masks = _exact_prune(ckpt, prunable, sparsity, scope)
     data = checkpoint_dataset(ckpt, data_root=data_root)
     model.load_state_dict(pruned)
     model.to(dev)
-    steps = 0
-    if finetune_epochs > 0:
-        steps = _finetune(
-            model,
-            masks,
-            data,
-            epochs=finetune_epochs,
-            lr=lr,
-            batch_size=batch_size,
-            seed=seed,
-            device=dev,
-            progress=progress,
-        )
-    params, buffers = split_state(model, model.state_dict())
-    if finetune_epochs == 0:
-        buffers = recalibrate_bn(model, params, data.x_train.to(dev))
-    state = {k: v.detach().cpu() for k, v in {**params, **buffers}.items()}
-    sp = sparsity_stats(state, prunable)
-    metrics = _metrics(model, params, buffers, data, dev)
-    metrics |= {"sparsity": sp["zero"], "sparsity_small": sp["small"]}
+    steps = _finetune(
+        model, masks, data, epochs=finetune_epochs, lr=lr, batch_size=batch_size, seed=seed,
+        device=dev, progress=progress,
+    )  # fmt: skip
+    state = _final_state(model, data, dev, recalibrate=finetune_epochs == 0)
     meta = {
         "arch": ckpt.arch,
         "data": ckpt.meta["data"],
@@ -225,7 +257,7 @@ def prune_checkpoint(
         "step": int(ckpt.meta.get("step") or 0) + steps,
         "epoch": float(ckpt.meta.get("epoch") or 0) + finetune_epochs,
         "seed": seed,
-        "metrics": metrics,
+        "metrics": _metrics(model, data, dev, sparsity_stats(state, prunable)),
         "wall_time_s": time.perf_counter() - start,
     }
     return state, meta
@@ -293,6 +325,29 @@ def _zero_mask(ckpt: Checkpoint, prunable: list[str]) -> torch.Tensor:
     return torch.cat([ckpt.state[n].reshape(-1) == 0 for n in prunable])  # (prunable weights,)
 
 
+def check_tol(tol: float) -> None:
+    """ValueError unless ``tol`` (a fraction of flipped weights) is in (0, 1)."""
+    if not 0.0 < tol < 1.0:
+        raise ValueError(f"tol must be in (0, 1), got {tol}")
+
+
+def snapshot_files(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, file) of a run folder's ``trajectory/step_*.safetensors``, in step order.
+
+    Raises:
+        CheckpointError: no snapshots there.
+    """
+    run_dir = Path(run_dir)
+    files = sorted(
+        (int(m.group(1)), p)
+        for p in (run_dir / "trajectory").glob("step_*.safetensors")
+        if (m := _STEP_FILE.fullmatch(p.name))
+    )
+    if not files:
+        raise CheckpointError(f"{run_dir}: no trajectory/step_*.safetensors snapshots")
+    return files
+
+
 def mask_stability(run_dir: str | Path, *, tol: float = 0.01) -> MaskStability:
     """Zero-mask statistics of every trajectory snapshot of a run folder.
 
@@ -306,16 +361,9 @@ def mask_stability(run_dir: str | Path, *, tol: float = 0.01) -> MaskStability:
     Raises:
         CheckpointError: a missing or invalid checkpoint, or snapshots of another architecture.
     """
-    if not 0.0 < tol < 1.0:
-        raise ValueError(f"tol must be in (0, 1), got {tol}")
+    check_tol(tol)
     run_dir = Path(run_dir)
-    files = sorted(
-        (int(m.group(1)), p)
-        for p in (run_dir / "trajectory").glob("step_*.safetensors")
-        if (m := _STEP_FILE.fullmatch(p.name))
-    )
-    if not files:
-        raise CheckpointError(f"{run_dir}: no trajectory/step_*.safetensors snapshots")
+    files = snapshot_files(run_dir)
     final = load_checkpoint(run_dir / "final.safetensors")
     prunable = prunable_names(final.build_model())
     final_mask = _zero_mask(final, prunable)

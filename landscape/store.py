@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,9 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from landscape import __version__
-
-__all__ = ["CorruptResultWarning", "Store", "Stored", "atomic_write", "home", "result_key"]
+__all__ = [
+    "Arrays",
+    "CorruptResultWarning",
+    "Store",
+    "Stored",
+    "atomic_write",
+    "home",
+    "result_key",
+]
 
 Arrays = dict[str, np.ndarray]
 
@@ -43,9 +50,13 @@ def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()
 
 
-def result_key(kind: str, inputs: dict[str, Any]) -> str:
-    """Hash of a computation's inputs (checkpoint hashes, data, config) and the code version."""
-    payload = {"kind": kind, "inputs": inputs, "version": __version__}
+def result_key(kind: str, version: int, inputs: dict[str, Any]) -> str:
+    """Hash of a computation's inputs (checkpoint hashes, data, config) and its kind's version.
+
+    Each study kind keeps its own ``VERSION`` next to its code: bumping it when the computation
+    changes makes every stored result of that kind (and only that kind) stale.
+    """
+    payload = {"kind": kind, "inputs": inputs, "version": version}
     return hashlib.sha256(_canonical(payload)).hexdigest()[:24]
 
 
@@ -59,14 +70,33 @@ class Stored:
     arrays: Arrays
 
 
-def atomic_write(path: Path, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` through a synced temp file and a rename (never torn)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once at import: os.umask can only be read by setting it
+
+
+def atomic_write(path: str | Path, blob: bytes) -> None:
+    """Write ``blob`` to ``path`` through a synced temp file and a rename (never torn).
+
+    The one way this project writes a file: a reader sees the old file or the new one, never a
+    part, and the temporary file is removed if anything fails.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; files get the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _npz_bytes(arrays: Arrays) -> bytes:
@@ -191,22 +221,21 @@ class Store:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def find(self, kind: str, inputs: dict[str, Any]) -> Stored | None:
-        """The stored result for ``inputs``, or None; never computes."""
-        return self.load(kind, result_key(kind, inputs))
+    def find(self, kind: str, key: str) -> Stored | None:
+        """The stored result under ``key``, or None; never computes."""
+        return self.load(kind, key)
 
     def get_or_compute(
         self,
         kind: str,
-        inputs: dict[str, Any],
-        compute: Callable[[str], tuple[dict[str, Any], Arrays | None]],
+        key: str,
+        compute: Callable[[], tuple[dict[str, Any], Arrays | None]],
     ) -> Stored:
-        """Return the stored result for ``inputs`` or compute, store and return it.
+        """Return the stored result under ``key`` or compute, store and return it.
 
-        ``compute(key)`` returns ``(data, arrays)``; it receives the key so it can keep partial
-        results under it. Concurrent callers with the same inputs compute once.
+        ``compute()`` returns ``(data, arrays)``. Concurrent callers (processes, browser tabs)
+        with the same key compute once: the second waits for the lock and reads the result.
         """
-        key = result_key(kind, inputs)
         found = self.load(kind, key)
         if found is not None:
             return found
@@ -214,5 +243,5 @@ class Store:
             found = self.load(kind, key)  # another process may have finished meanwhile
             if found is not None:
                 return found
-            data, arrays = compute(key)
-            return self.save(kind, key, {**data, "inputs": inputs}, arrays)
+            data, arrays = compute()
+            return self.save(kind, key, data, arrays)

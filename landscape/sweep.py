@@ -9,7 +9,11 @@ changes only the batch order) in parallel processes. A sweep folder holds::
     sweep.csv, sweep.json     the table; sweep.json also holds the config and the frontier
 
 A run folder is trained in a hidden temporary folder and renamed into place when complete, so
-a killed sweep leaves only finished runs behind and a re-run trains just the missing ones.
+a killed sweep leaves only finished runs behind and a re-run trains just the missing ones; a
+finished run is recognised by its ``run.json`` (written last, atomically, by
+:func:`landscape.train.train`). The tables are written atomically too. The config and result
+types belong to the study kind :mod:`landscape.studies.sweep`, whose compute is
+:func:`run_sweep`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,7 @@ from landscape.models import MODELS
 from landscape.progress import Progress
 from landscape.pruning import magnitude_optimizer_meta, prune_checkpoint
 from landscape.store import atomic_write
+from landscape.studies.sweep import SweepConfig, SweepResult, run_name
 from landscape.train import TrainConfig, lr_factor, make_initial, train
 
 __all__ = ["COLUMNS", "SweepConfig", "SweepResult", "load_sweep", "pareto_front", "run_sweep"]
@@ -53,45 +58,6 @@ COLUMNS = (
     "path",
     "pareto",
 )
-
-
-@dataclass
-class SweepConfig:
-    """A grid of gRDA runs and, optionally, the magnitude-pruning baseline beside it."""
-
-    c: list[float] = field(default_factory=lambda: [0.001, 0.002, 0.005])  # gRDA strengths
-    mu: list[float] = field(default_factory=lambda: [0.51, 0.55, 0.6, 0.7])  # time exponents
-    seeds: list[int] = field(default_factory=lambda: [0])  # batch-order seeds
-    # Options shared by every run; its optimizer must be grda, and c, mu, seed are replaced by
-    # the grid's (seed still seeds the shared initial checkpoint when train.init is None).
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(optimizer="grda"))
-    magnitude: bool = False  # also magnitude-prune the SGD model at every run's sparsity
-    sgd: str | None = None  # SGD run folder or checkpoint for the magnitude baseline
-    scope: str = "global"  # magnitude pruning scope: global or layer
-    finetune_epochs: int = 0  # masked SGD epochs after magnitude pruning (train.lr, batch_size)
-
-
-@dataclass
-class SweepResult:
-    """The sweep table.
-
-    Attributes:
-        path: the sweep folder.
-        rows: one dict per model with the keys in :data:`COLUMNS` (grid order, gRDA runs
-            first); ``path`` is relative to the sweep folder; magnitude rows carry c, mu and
-            seed of the gRDA run whose sparsity they match.
-        frontier: indices of ``rows`` on the sparsity / test accuracy Pareto frontier.
-        trained: gRDA runs trained by this call (the rest were reused).
-        reused: gRDA runs found finished and reused.
-        config: the sweep's config as sweep.json stores it (SweepConfig fields, init_hash).
-    """
-
-    path: Path
-    rows: list[dict[str, Any]]
-    frontier: list[int]
-    trained: int = 0
-    reused: int = 0
-    config: dict[str, Any] = field(default_factory=dict)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -123,10 +89,6 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
             front += [i for i in group if points[i][1] == top]
         best = max(best, top)
     return sorted(front)
-
-
-def _run_name(c: float, mu: float, seed: int) -> str:
-    return f"c{c:g}_mu{mu:g}_seed{seed}"
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -174,7 +136,7 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _validate(cfg: SweepConfig, workers: int) -> None:
+def _validate(cfg: SweepConfig) -> None:
     if not cfg.c or not cfg.mu or not cfg.seeds:
         raise ValueError("a sweep needs at least one value of c, mu and seeds")
     for name, values in (("c", cfg.c), ("mu", cfg.mu), ("seeds", cfg.seeds)):
@@ -192,8 +154,8 @@ def _validate(cfg: SweepConfig, workers: int) -> None:
     lr_factor(t.lr_schedule, 0.0)  # validates the schedule name
     if t.epochs < 1 or t.batch_size < 1 or t.snapshots < 0:
         raise ValueError("epochs and batch_size must be >= 1 and snapshots >= 0")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    if cfg.workers < 1:
+        raise ValueError(f"workers must be >= 1, got {cfg.workers}")
     if cfg.scope not in ("global", "layer"):
         raise ValueError(f"scope must be 'global' or 'layer', got {cfg.scope!r}")
     if cfg.finetune_epochs < 0:
@@ -329,18 +291,13 @@ def _write_table(out: Path, config: dict, rows: list[dict], frontier: list[int])
 
 
 def run_sweep(
-    cfg: SweepConfig,
-    out: str | Path,
-    *,
-    workers: int = 1,
-    progress: Progress | None = None,
+    cfg: SweepConfig, out: str | Path, *, progress: Progress | None = None
 ) -> SweepResult:
     """Train every (c, mu, seed) of the grid (resuming), then write sweep.csv and sweep.json.
 
     Args:
         cfg: the grid, shared training options and the magnitude baseline.
         out: sweep folder (created; an earlier, interrupted sweep there is resumed).
-        workers: parallel training processes; each gets cores // workers torch threads.
         progress: ``progress(done, total, stage)`` over gRDA runs and magnitude models.
 
     Returns:
@@ -350,7 +307,7 @@ def run_sweep(
         ValueError: a bad grid or option (checked before anything is written).
         CheckpointError: an unusable --init or --sgd checkpoint.
     """
-    _validate(cfg, workers)
+    _validate(cfg)
     if cfg.magnitude:
         _sgd_checkpoint(cfg)  # fail before training, not after
     out = Path(out)
@@ -361,10 +318,10 @@ def run_sweep(
         shutil.rmtree(stale, ignore_errors=True)
     grid = [(c, mu, s) for c in cfg.c for mu in cfg.mu for s in cfg.seeds]
     configs = [replace(cfg.train, c=c, mu=mu, seed=s, init=str(init.path)) for c, mu, s in grid]
-    dirs = [runs_dir / _run_name(c, mu, s) for c, mu, s in grid]
+    dirs = [runs_dir / run_name(c, mu, s) for c, mu, s in grid]
     jobs = [(rc, d) for rc, d in zip(configs, dirs, strict=True) if not _finished(d, rc, init.hash)]
     total = len(grid) * (2 if cfg.magnitude else 1)  # one step per run and magnitude model
-    _train_all(jobs, workers, progress, done=len(grid) - len(jobs), total=total)
+    _train_all(jobs, cfg.workers, progress, done=len(grid) - len(jobs), total=total)
     rows = []
     for (c, mu, s), rc, d in zip(grid, configs, dirs, strict=True):
         record = _finished(d, rc, init.hash)
@@ -381,8 +338,9 @@ def run_sweep(
     # Absolute: the dashboard reads the SGD path back from another working directory.
     sgd = str(Path(cfg.sgd).resolve()) if cfg.sgd is not None else None
     config = {**asdict(cfg), "sgd": sgd, "init_hash": init.hash}
+    del config["workers"]  # speed only: the table is the same with any number
     _write_table(out, config, rows, frontier)
-    return SweepResult(out, rows, frontier, len(jobs), len(grid) - len(jobs), config)
+    return SweepResult(str(out), rows, frontier, len(jobs), len(grid) - len(jobs), config)
 
 
 def load_sweep(folder: str | Path) -> SweepResult:
@@ -399,4 +357,4 @@ def load_sweep(folder: str | Path) -> SweepResult:
         raise ValueError(f"{folder}: no sweep here (sweep.json is missing)") from err
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: not a sweep table: {err}") from err
-    return SweepResult(Path(folder), rows, frontier, config=config)
+    return SweepResult(str(folder), rows, frontier, config=config)

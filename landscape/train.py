@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,18 @@ from torch import nn
 
 from landscape.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from landscape.data import Dataset, batches, load_dataset
-from landscape.evaluate import small_model_threads
+from landscape.evaldata import small_model_threads
+from landscape.evaluate import evaluate_model
 from landscape.models import build_model, prunable_names
 from landscape.optim import GRDA
-from landscape.params import evaluate, sparsity
+from landscape.params import sparsity
 from landscape.progress import Progress
+from landscape.store import atomic_write
 
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
+    "Loop",
     "TrainConfig",
     "Run",
     "lr_factor",
@@ -75,6 +79,74 @@ def lr_factor(schedule: str, progress: float) -> float:
             return 0.01
         return 1.0 - 0.99 * (progress - 0.5) / 0.4
     raise ValueError(f"Unknown lr schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
+
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+Forward = Callable[[torch.Tensor, torch.Tensor], "torch.Tensor | None"]
+AfterStep = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+@dataclass
+class Loop:
+    """The one training loop: forward, cross-entropy, backward, update, schedule, progress.
+
+    :func:`train`, the masked fine-tune of :func:`landscape.pruning.prune_checkpoint` and the
+    curve fit of :func:`landscape.curves.fit_curve` all step through :meth:`epoch`; what differs
+    between them is passed in: the forward pass (a model, or logits at a Bezier point drawn per
+    mini-batch), a hook on the gradients (masks) and one after each update (statistics,
+    snapshots, masks re-applied).
+
+    Args:
+        optimizer: updates the trained tensors.
+        total: steps of the whole training (the progress total).
+        scheduler: stepped after every update (None: none).
+        progress: ``progress(step, total, stage)`` after every update.
+
+    Attributes:
+        step: mini-batches seen so far, skipped ones included (so a schedule's length holds).
+    """
+
+    optimizer: torch.optim.Optimizer
+    total: int
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    progress: Progress | None = None
+    step: int = 0
+
+    def epoch(
+        self,
+        forward: Forward,
+        batches: Batches,
+        *,
+        on_grad: Callable[[], None] | None = None,
+        after_step: AfterStep | None = None,
+        stage: str = "training",
+    ) -> None:
+        """One pass over ``batches``.
+
+        Args:
+            forward: ``forward(xb, yb)`` -> logits (batch, classes), or None to skip the batch.
+            batches: (inputs, labels) mini-batches.
+            on_grad: called between ``backward`` and the optimizer step (e.g. masks gradients).
+            after_step: ``after_step(step, loss, logits, yb)`` after the update and schedule.
+            stage: the progress label.
+        """
+        for xb, yb in batches:
+            self.step += 1
+            logits = forward(xb, yb)  # (batch, classes)
+            if logits is None:
+                continue
+            loss = F.cross_entropy(logits, yb)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if on_grad is not None:
+                on_grad()
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            if after_step is not None:
+                after_step(self.step, loss, logits, yb)
+            if self.progress is not None:
+                self.progress(self.step, self.total, stage)
 
 
 def _arch_meta(cfg: TrainConfig, data: Dataset) -> dict[str, Any]:
@@ -131,8 +203,119 @@ def _optimizer_meta(cfg: TrainConfig) -> dict[str, Any]:
     return {"name": name, "hparams": hp, "epochs": cfg.epochs, "batch_size": cfg.batch_size}
 
 
+def _check(cfg: TrainConfig) -> None:
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    lr_factor(cfg.lr_schedule, 0.0)  # validates the schedule name before any work
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.snapshots < 0:
+        raise ValueError("epochs and batch_size must be >= 1 and snapshots >= 0")
+
+
+def _model(cfg: TrainConfig, arch: dict[str, Any]) -> tuple[nn.Module, str | None]:
+    """The seeded model (or the --init weights) and the init checkpoint's hash."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(arch["name"], **arch["kwargs"])
+    if cfg.init is None:
+        return model, None
+    init = load_checkpoint(cfg.init)
+    if init.arch != arch:
+        raise ValueError(f"--init {cfg.init} is a {init.arch}, but this run builds {arch}")
+    model.load_state_dict(init.state)
+    return model, init.hash
+
+
+@dataclass
+class _Snapshots:
+    """Writes trajectory snapshots at the chosen steps and lists them for run.json."""
+
+    out: Path
+    model: nn.Module
+    meta: dict[str, Any]
+    steps_per_epoch: int
+    at: set[int]
+    written: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        (self.out / "trajectory").mkdir(parents=True, exist_ok=True)
+        for stale in (self.out / "trajectory").glob("step_*.safetensors"):
+            stale.unlink()  # snapshots of an earlier run in the same folder would mix trajectories
+
+    def __call__(self, step: int) -> None:
+        if step not in self.at:
+            return
+        name = f"trajectory/step_{step:06d}.safetensors"
+        epoch = step / self.steps_per_epoch
+        meta = {**self.meta, "step": step, "epoch": epoch, "metrics": {}}
+        h = save_checkpoint(self.out / name, self.model, meta)
+        self.written.append({"file": name, "step": step, "epoch": epoch, "hash": h})
+
+
+def _final_metrics(model: nn.Module, data: Dataset, device, prunable: list[str]) -> dict:
+    tr = evaluate_model(model, data.x_train.to(device), data.y_train.to(device))
+    te = evaluate_model(model, data.x_test.to(device), data.y_test.to(device))
+    sp = sparsity(model.state_dict(), prunable)
+    return {
+        "train_loss": tr["loss"],
+        "train_acc": tr["acc"],
+        "test_loss": te["loss"],
+        "test_acc": te["acc"],
+        "sparsity": sp["zero"],
+        "sparsity_small": sp["small"],
+    }
+
+
+def _epochs(
+    cfg: TrainConfig, model: nn.Module, data: Dataset, snap: _Snapshots, progress
+) -> tuple[list[dict[str, Any]], int]:
+    """Train ``cfg.epochs`` epochs through the :class:`Loop`; (per-epoch history, steps)."""
+    device = next(model.parameters()).device
+    opt = _optimizer(cfg, model)
+    total = cfg.epochs * snap.steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(cfg.lr_schedule, step / total)
+    )
+    loop = Loop(opt, total, sched, progress)
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    prunable = prunable_names(model)
+    history: list[dict[str, Any]] = []
+    sums = [0.0, 0.0, 0.0]  # this epoch's loss * batch size, correct, seen
+
+    def after_step(step: int, loss: torch.Tensor, logits: torch.Tensor, yb: torch.Tensor) -> None:
+        sums[0] += loss.item() * len(yb)
+        sums[1] += float((logits.argmax(1) == yb).sum())
+        sums[2] += len(yb)
+        snap(step)
+
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        sums[:] = [0.0, 0.0, 0.0]
+        loop.epoch(
+            lambda xb, _yb: model(xb),
+            batches(x_train, y_train, cfg.batch_size, shuffle=True, generator=gen),
+            after_step=after_step,
+            stage=f"epoch {epoch}/{cfg.epochs}",
+        )
+        test = evaluate_model(model, x_test, y_test)
+        history.append(
+            {
+                "epoch": epoch,
+                "lr": opt.param_groups[0]["lr"],
+                "train_loss": sums[0] / sums[2],
+                "train_acc": sums[1] / sums[2],
+                "test_loss": test["loss"],
+                "test_acc": test["acc"],
+                "sparsity": sparsity(model.state_dict(), prunable)["zero"],
+            }
+        )
+    return history, loop.step
+
+
 def train(cfg: TrainConfig, out: str | Path, *, progress: Progress | None = None) -> Run:
     """Train one run and write its folder.
+
+    ``run.json`` is written last and atomically: a folder with one holds a finished run.
 
     Args:
         cfg: the run's configuration.
@@ -142,110 +325,28 @@ def train(cfg: TrainConfig, out: str | Path, *, progress: Progress | None = None
     Returns:
         The :class:`Run` with its record (the content of run.json).
     """
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-    lr_factor(cfg.lr_schedule, 0.0)  # validates the schedule name before any work
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.snapshots < 0:
-        raise ValueError("epochs and batch_size must be >= 1 and snapshots >= 0")
+    _check(cfg)
     start = time.perf_counter()
     device = torch.device(cfg.device)
     data = _dataset(cfg)
     arch = _arch_meta(cfg, data)
-    torch.manual_seed(cfg.seed)
-    model = build_model(arch["name"], **arch["kwargs"])
-    init_hash = None
-    if cfg.init is not None:
-        init = load_checkpoint(cfg.init)
-        if init.arch != arch:
-            raise ValueError(f"--init {cfg.init} is a {init.arch}, but this run builds {arch}")
-        model.load_state_dict(init.state)
-        init_hash = init.hash
+    model, init_hash = _model(cfg, arch)
     model.to(device)
-    opt = _optimizer(cfg, model)
     steps_per_epoch = -(-len(data.y_train) // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: lr_factor(cfg.lr_schedule, step / total)
-    )
-    snap_steps = (
-        sorted({int(s) for s in np.linspace(0, total, cfg.snapshots)}) if cfg.snapshots else []
-    )
+    at = {int(s) for s in np.linspace(0, total, cfg.snapshots)} if cfg.snapshots else set()
     out = Path(out)
-    (out / "trajectory").mkdir(parents=True, exist_ok=True)
-    for stale in (out / "trajectory").glob("step_*.safetensors"):
-        stale.unlink()  # snapshots of an earlier run in the same folder would mix trajectories
-    prunable = prunable_names(model)
-    meta_base = {
-        "arch": arch,
-        "data": _data_meta(cfg),
-        "optimizer": _optimizer_meta(cfg),
-        "seed": cfg.seed,
-    }
-    snapshots: list[dict[str, Any]] = []
-
-    def snapshot(step: int) -> None:
-        name = f"trajectory/step_{step:06d}.safetensors"
-        epoch = step / steps_per_epoch
-        h = save_checkpoint(
-            out / name, model, {**meta_base, "step": step, "epoch": epoch, "metrics": {}}
-        )
-        snapshots.append({"file": name, "step": step, "epoch": epoch, "hash": h})
-
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history: list[dict[str, Any]] = []
-    step = 0
-    if 0 in snap_steps:
-        snapshot(0)
+    (out / "run.json").unlink(missing_ok=True)  # the folder holds no finished run until the end
+    meta_base = {"arch": arch, "data": _data_meta(cfg), "optimizer": _optimizer_meta(cfg)}
+    meta_base["seed"] = cfg.seed
+    snap = _Snapshots(out, model, meta_base, steps_per_epoch, at)
+    snap(0)
     # Small models train on one thread: as fast here, and the result then does not depend on
     # the machine's thread count (reductions split over threads round differently).
-    with small_model_threads(model, x_train):
-        for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            loss_sum = correct = seen = 0.0
-            for xb, yb in batches(x_train, y_train, cfg.batch_size, shuffle=True, generator=gen):
-                logits = model(xb)  # (batch, classes)
-                loss = F.cross_entropy(logits, yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                loss_sum += loss.item() * len(yb)
-                correct += float((logits.argmax(1) == yb).sum())
-                seen += len(yb)
-                if step in snap_steps:
-                    snapshot(step)
-                if progress is not None:
-                    progress(step, total, f"epoch {epoch}/{cfg.epochs}")
-            params = dict(model.named_parameters())
-            buffers = dict(model.named_buffers())
-            test = evaluate(model, params, buffers, x_test, y_test)
-            history.append(
-                {
-                    "epoch": epoch,
-                    "lr": opt.param_groups[0]["lr"],
-                    "train_loss": loss_sum / seen,
-                    "train_acc": correct / seen,
-                    "test_loss": test.loss,
-                    "test_acc": test.acc,
-                    "sparsity": sparsity(model.state_dict(), prunable)["zero"],
-                }
-            )
-        params = dict(model.named_parameters())
-        buffers = dict(model.named_buffers())
-        tr = evaluate(model, params, buffers, x_train, y_train)
-        te = evaluate(model, params, buffers, x_test, y_test)
-        sp = sparsity(model.state_dict(), prunable)
-        metrics = {
-            "train_loss": tr.loss,
-            "train_acc": tr.acc,
-            "test_loss": te.loss,
-            "test_acc": te.acc,
-            "sparsity": sp["zero"],
-            "sparsity_small": sp["small"],
-        }
+    with small_model_threads(model, data.x_train.to(device)):
+        history, step = _epochs(cfg, model, data, snap, progress)
+        prunable = prunable_names(model)
+        metrics = _final_metrics(model, data, device, prunable)
         final_hash = save_checkpoint(
             out / "final.safetensors",
             model,
@@ -259,11 +360,11 @@ def train(cfg: TrainConfig, out: str | Path, *, progress: Progress | None = None
             "init_hash": init_hash,
             "final_hash": final_hash,
             "metrics": metrics,
-            "layer_sparsity": sp["layers"],
+            "layer_sparsity": sparsity(model.state_dict(), prunable)["layers"],
             "history": history,
-            "snapshots": snapshots,
+            "snapshots": snap.written,
             "steps": step,
             "wall_time_s": time.perf_counter() - start,
         }
-        (out / "run.json").write_text(json.dumps(record, indent=2))
+        atomic_write(out / "run.json", json.dumps(record, indent=2).encode())
     return Run(out, record)

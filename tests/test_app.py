@@ -1,6 +1,7 @@
 """The dashboard through streamlit's AppTest, and the studies/uploads it is built on."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,28 +9,34 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from landscape.app import MAIN as APP_MAIN
+from landscape.app import SERVER_OPTIONS
 from landscape.checkpoints import CheckpointError, content_hash, load_checkpoint
 from landscape.cli import main as cli_main
 from landscape.curves import CurveConfig
 from landscape.models import build_model
 from landscape.store import Store
-from landscape.studies import (
-    DEFAULT_ROOT,
+from landscape.studies import base
+from landscape.studies.hessian import HessianConfig
+from landscape.studies.pca import PCAConfig
+from landscape.studies.plane import PlaneConfig
+from landscape.studies.slices import SliceConfig
+from landscape.workspace import (
     Member,
     create_study,
+    default_checkpoints,
     default_study,
     get_study,
     list_studies,
     list_uploads,
-    lookup,
     member,
     save_upload,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-MAIN = str(REPO / "app" / "main.py")
-SGD = DEFAULT_ROOT / "sgd" / "final.safetensors"
-GRDA = DEFAULT_ROOT / "grda" / "final.safetensors"
+MAIN = str(APP_MAIN)
+DEFAULTS = default_checkpoints()
+SGD = DEFAULTS / "sgd" / "final.safetensors"
+GRDA = DEFAULTS / "grda" / "final.safetensors"
 PAGES = ["overview", "connectivity", "plane", "trajectories", "directions", "upload"]
 
 
@@ -48,7 +55,7 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
-# --- studies and uploads (landscape/studies.py) ---
+# --- studies and uploads (landscape/workspace.py) ---
 
 
 def test_default_study_is_the_bundled_pair(home):
@@ -169,34 +176,45 @@ def test_corrupt_studies_json_is_reported_not_overwritten(home):
 
 
 def test_member_from_run_folder_or_file(tmp_path):
-    run = member(DEFAULT_ROOT / "grda")
-    assert run == member(GRDA) == Member("grda", str(GRDA), str(DEFAULT_ROOT / "grda"))
+    run = member(DEFAULTS / "grda")
+    assert run == member(GRDA) == Member("grda", str(GRDA), str(DEFAULTS / "grda"))
     lone = tmp_path / "x.safetensors"
     lone.write_bytes(SGD.read_bytes())
     assert member(lone) == Member("x", str(lone), None)
 
 
-def test_lookup_reads_without_computing(home):
-    calls = []
+def _never(*args, **kwargs):
+    raise AssertionError("a look-up computed")
 
-    def study(x: int, *, store=None, progress=None):
-        def compute(key):
-            calls.append(key)
-            return {"twice": 2 * x}, {"v": np.arange(x)}
 
-        return store.get_or_compute("toy", {"x": x}, compute)
+def test_jobs_find_never_computes_then_reads_what_compute_stored(home, monkeypatch):
+    from landscape.app import jobs, sidebar
 
-    assert lookup(study, 3) is None and not calls
+    study = default_study()
+    sel = sidebar.Selection(study, study.members[0], study.members[1], "cpu")
+    job = jobs.curve_job(sel, CurveConfig(epochs=0, points=3))
+    # The same key, a kind whose compute fails: a look-up that computed would raise.
+    failing = replace(job, kind=replace(job.kind, compute=_never))
+    with monkeypatch.context() as mp:
+        mp.setattr(base, "run", _never)
+        mp.setattr(Store, "get_or_compute", _never)
+        assert jobs.find(failing) is None and jobs.find(job) is None
     assert not (home / "results").exists()
-    made = study(3, store=Store())
-    found = lookup(study, 3)
-    assert len(calls) == 1 and found.key == made.key and found.data["twice"] == 6
-    assert np.array_equal(found.arrays["v"], np.arange(3))
-    assert lookup(study, 4) is None and len(calls) == 1
+    made = jobs.compute(job, None)
+    with monkeypatch.context() as mp:
+        mp.setattr(base, "run", _never)
+        found = jobs.find(failing)
+    assert found is not None and found.curve_file == made.curve_file
+    assert np.array_equal(found.t, made.t)
+    for name in ("curve", "line"):
+        want, got = made.path(name), found.path(name)
+        assert got.columns.keys() == want.columns.keys()
+        assert all(np.array_equal(got.columns[c], want.columns[c]) for c in want.columns)
+        assert got.barrier("train_loss") == want.barrier("train_loss")
 
 
 def test_cli_study_and_upload(home, capsys):
-    assert cli_main(["study", "pair", str(DEFAULT_ROOT / "grda"), str(SGD)]) == 0
+    assert cli_main(["study", "pair", str(DEFAULTS / "grda"), str(SGD)]) == 0
     assert [m.label for m in get_study("pair").members] == ["grda", "sgd"]
     assert cli_main(["study"]) == 0
     out = capsys.readouterr().out
@@ -251,8 +269,16 @@ def test_every_page_renders_on_the_default_study(home, page):
 
 
 def test_bad_upload_in_the_page_shows_the_specific_error(home):
-    at = _page(_app(), "upload")
-    assert "1024 MB" in " ".join(c.value for c in at.caption)
+    from streamlit import config
+
+    limit = int(SERVER_OPTIONS["server.maxUploadSize"])  # `landscape app` passes it as a flag
+    before = config.get_option("server.maxUploadSize")
+    config.set_option("server.maxUploadSize", limit)
+    try:
+        at = _page(_app(), "upload")
+    finally:
+        config.set_option("server.maxUploadSize", before)
+    assert f"{limit} MB" in " ".join(c.value for c in at.caption)
     at.file_uploader(key="upload_file").upload("broken.safetensors", b"\x00garbage" * 10)
     at.run()
     at.button(key="upload_add").click().run()
@@ -333,30 +359,40 @@ def test_compute_button_runs_the_curve_and_shows_charts(home):
     summary = at.table[0].value
     assert list(summary.index) == ["curve", "line"]
     assert (summary["train loss barrier"] >= 0).all()
+    # The table reads the stored result's paths: the same barriers the CLI reports.
+    from landscape.app import jobs, sidebar
+
+    study = default_study()
+    sel = sidebar.Selection(study, study.members[0], study.members[1], "cpu")
+    res = jobs.find(jobs.curve_job(sel, CurveConfig(epochs=1, points=3)))
+    for name in ("curve", "line"):
+        path = res.path(name)
+        assert summary.loc[name, "train loss barrier"] == path.barrier("train_loss").height
+        assert summary.loc[name, "at t "] == path.barrier("test_loss").t
+        assert summary.loc[name, "length"] == pytest.approx(path.length)
+        assert summary.loc[name, "max test ECE"] == path.columns["test_ece"].max()
 
 
 @pytest.fixture(scope="module")
 def computed(tmp_path_factory):
     """A store with tiny results of every compute page, made by the jobs the pages run."""
-    from app import state
-    from landscape.hessian import HessianConfig
-    from landscape.surfaces import PCAConfig, PlaneConfig
+    from landscape.app import jobs, sidebar
 
     root = tmp_path_factory.mktemp("computed")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LANDSCAPE_HOME", str(root))
         study = default_study()
-        sel = state.Selection(study, study.members[0], study.members[1], "cpu")
+        sel = sidebar.Selection(study, study.members[0], study.members[1], "cpu")
         curve = CurveConfig(epochs=1, points=3)
         hcfg = HessianConfig(subset=64)  # k = 10 converges in fewer products than k = 2
         for job in (
-            state.plane_job(sel, curve, PlaneConfig(grid=3)),  # fits the curve first
-            state.pca_job(list(study.members), PCAConfig(grid=3)),
-            state.hessian_job(sel, hcfg),
-            state.slices_job(sel, 3, PlaneConfig(), hcfg),
+            jobs.plane_job(sel, curve, PlaneConfig(grid=3)),  # fits the curve first
+            jobs.pca_job(list(study.members), PCAConfig(grid=3)),
+            jobs.hessian_job(sel, hcfg),
+            jobs.slices_job(sel, SliceConfig(points=3, hessian=hcfg)),
         ):
-            state.compute(job, None)
-            assert state.find(job) is not None
+            jobs.compute(job, None)
+            assert jobs.find(job) is not None
     return root
 
 
@@ -375,9 +411,19 @@ def test_stored_results_are_drawn_and_widgets_rerender(computed, monkeypatch, pa
     assert len(at.get("download_button")) >= 2 * n  # data and figure per chart
     toggles = {
         "connectivity": [("toggle", "curve_log", False), ("select_slider", "curve_t", 1.0)],
-        "plane": [("toggle", "plane_3d", True), ("radio", "plane_quantity", "error")],
-        "trajectories": [("selectbox", "pca_metric", "test_acc")],
-        "directions": [("selectbox", "slice_metric", "test_acc")],
+        "plane": [
+            ("toggle", "plane_3d", True),
+            ("radio", "plane_quantity", "error"),
+            ("radio", "plane_quantity", "calibration (ECE)"),
+        ],
+        "trajectories": [
+            ("selectbox", "pca_metric", "test_acc"),
+            ("selectbox", "pca_metric", "test_ece"),
+        ],
+        "directions": [
+            ("selectbox", "slice_metric", "test_acc"),
+            ("selectbox", "slice_metric", "train_ece"),
+        ],
     }[page]
     for kind, key, value in toggles:
         getattr(at, kind)(key=key).set_value(value).run()

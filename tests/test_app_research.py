@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from streamlit.testing.v1 import AppTest
 
+from landscape.app import MAIN as APP_MAIN
 from landscape.checkpoints import load_checkpoint
 from landscape.curves import load_curve
-from landscape.studies import imported_curves, list_studies, save_upload
+from landscape.workspace import imported_curves, list_studies, save_upload
 from tests.research_files import (
     WRN,
     curve_file,
@@ -20,7 +19,7 @@ from tests.research_files import (
     tiny_cifar10,
 )
 
-MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+MAIN = str(APP_MAIN)
 
 
 def test_save_upload_of_a_curve_keeps_endpoints_curve_and_study(home, tmp_path):

@@ -1,9 +1,9 @@
-"""Figure builders of app/charts.py: traces, axes, markers and toggles for given data."""
+"""Figure builders of landscape/app/charts.py and charts_surfaces.py: traces, axes, markers."""
 
 import numpy as np
 import pytest
 
-from app import charts  # noqa: E402
+from landscape.app import charts, charts_surfaces
 
 
 def _grid(g: int = 7, h: int = 5):
@@ -65,7 +65,7 @@ def test_plane_contour_draws_points_curve_and_hover_data():
     acc = 1 - z / z.max()
     pts = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, 1.0]])
     curve = np.array([[0.0, 0.0], [0.5, 0.5], [1.0, 0.0]])
-    fig = charts.plane_contour(
+    fig = charts_surfaces.plane_contour(
         alpha,
         beta,
         z,
@@ -93,7 +93,7 @@ def test_plane_contour_draws_points_curve_and_hover_data():
 
 def test_plane_contour_log_colours_by_log10():
     alpha, beta, z = _grid()
-    fig = charts.plane_contour(alpha, beta, z, metric="test_loss", log_z=True)
+    fig = charts_surfaces.plane_contour(alpha, beta, z, metric="test_loss", log_z=True)
     assert np.allclose(np.asarray(fig.data[0].z), np.log10(z))
     assert np.allclose(np.asarray(fig.data[0].customdata)[..., 0], z)  # hover keeps raw values
     assert fig.data[0].colorbar.title.text == "log10 test loss"
@@ -103,7 +103,7 @@ def test_plane_surface_places_overlays_on_the_surface():
     alpha, beta, z = _grid()
     pts = np.array([[alpha[2], beta[1]], [alpha[4], beta[3]]])  # on grid nodes
     curve = np.array([[alpha[1], beta[0]], [alpha[3], beta[2]]])
-    fig = charts.plane_surface(
+    fig = charts_surfaces.plane_surface(
         alpha,
         beta,
         z,
@@ -123,7 +123,7 @@ def test_plane_surface_places_overlays_on_the_surface():
 def test_plane_surface_interpolates_between_nodes():
     alpha, beta = np.array([0.0, 1.0]), np.array([0.0, 1.0])
     z = np.array([[0.0, 1.0], [2.0, 3.0]])  # z = alpha + 2 beta is bilinear: exact
-    fig = charts.plane_surface(
+    fig = charts_surfaces.plane_surface(
         alpha, beta, z, metric="train_loss", points_xy=np.array([[0.25, 0.5]]), point_names=["p"]
     )
     assert fig.data[1].z[0] == pytest.approx(0.25 + 2 * 0.5)
@@ -135,7 +135,7 @@ def test_pca_trajectories_axes_runs_and_hover():
     run_index = np.array([0, 0, 0, 1, 1])
     epoch = np.array([0.0, 5.0, 10.0, 0.0, 10.0])
     residual = np.array([0.5, 0.2, 0.0, 0.4, 0.1])
-    fig = charts.pca_trajectories(
+    fig = charts_surfaces.pca_trajectories(
         alpha,
         beta,
         z,
@@ -178,7 +178,7 @@ def test_slices(log_y):
 def test_plane_surface_hover_shows_the_second_metric():
     alpha, beta, z = _grid()
     acc = 1 - z / z.max()
-    fig = charts.plane_surface(
+    fig = charts_surfaces.plane_surface(
         alpha, beta, z, metric="test_loss", other=acc, other_metric="test_acc", log_z=True
     )
     surface = fig.data[0]

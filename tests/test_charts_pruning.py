@@ -1,12 +1,8 @@
 """Pruning page: its figure builders for given data, and the page itself through AppTest."""
 
-from pathlib import Path
-
 import pytest
 
-from app import charts  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
+from landscape.app import MAIN, charts
 
 
 def _rows():
@@ -79,9 +75,9 @@ def test_mask_stability_curves_panels_settled_marker_and_threshold():
 def test_pruning_page_shows_a_sweep_and_opens_connectivity(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from landscape.studies import list_studies
     from landscape.sweep import SweepConfig, run_sweep
     from landscape.train import TrainConfig, train
+    from landscape.workspace import list_studies
 
     monkeypatch.setenv("LANDSCAPE_HOME", str(tmp_path / "home"))
     tiny = {"arch": "mlp", "arch_kwargs": {"widths": [8]}, "epochs": 1, "snapshots": 3}
@@ -90,7 +86,7 @@ def test_pruning_page_shows_a_sweep_and_opens_connectivity(tmp_path, monkeypatch
     cfg.magnitude, cfg.sgd = True, str(sgd.path)
     result = run_sweep(cfg, tmp_path / "sweep")
 
-    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=60)
+    at = AppTest.from_file(str(MAIN), default_timeout=60)
     at.run()
     at.switch_page("views/pruning.py").run()
     assert not at.exception

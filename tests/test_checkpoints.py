@@ -130,6 +130,20 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     assert load_checkpoint(path).hash == h == content_hash(_state(1))
 
 
+def _failing_replace(*args, **kwargs):
+    raise OSError("disk full")
+
+
+def test_failed_checkpoint_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
+    path = tmp_path / "final.safetensors"
+    h = save_checkpoint(path, _state(0), META)
+    monkeypatch.setattr("landscape.store.os.replace", _failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, _state(1), META)
+    assert [p.name for p in tmp_path.iterdir()] == ["final.safetensors"]
+    assert load_checkpoint(path).hash == h  # the old file, whole
+
+
 def test_save_needs_arch(tmp_path):
     with pytest.raises(CheckpointError, match="arch"):
         save_checkpoint(tmp_path / "m.safetensors", _state(), {"seed": 1})

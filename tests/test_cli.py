@@ -1,8 +1,21 @@
+import dataclasses
+import typing
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from landscape.cli import main
+from landscape.cli import build_parser, main
+from landscape.cli.options import config_from
+from landscape.cli.text import curve_table
+from landscape.curves import CurveConfig
+from landscape.evaluate import METRICS
+from landscape.studies.curve import PATH_COLUMNS, CurveResult
+from landscape.studies.hessian import HessianConfig
+from landscape.studies.pca import PCAConfig
+from landscape.studies.plane import PlaneConfig
+from landscape.studies.random_plane import RandomPlaneConfig
+from landscape.studies.slices import SliceConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,3 +60,108 @@ def test_train_command_writes_a_run(tmp_path, capsys):
 def test_bad_arch_kwargs_is_an_argparse_error():
     with pytest.raises(SystemExit):
         main(["train", "--arch-kwargs", "[1, 2]", "--out", "x"])
+
+
+STUDY_COMMANDS = [
+    # (command line without options, the config dataclass its options come from)
+    (["curve", "a", "b", "--out", "o"], CurveConfig),
+    (["plane", "a", "b", "--third", "c"], PlaneConfig),
+    (["pca", "run"], PCAConfig),
+    (["random-plane", "a"], RandomPlaneConfig),
+    (["slice", "a"], SliceConfig),
+    (["hessian", "a"], HessianConfig),
+]
+
+
+def _help(command: str, capsys) -> str:
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args([command, "--help"])
+    assert done.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines: unwrap
+
+
+@pytest.mark.parametrize(("argv", "cls"), STUDY_COMMANDS, ids=lambda x: getattr(x, "__name__", ""))
+def test_study_options_take_their_defaults_from_the_config(argv, cls, capsys):
+    args = build_parser().parse_args(argv)
+    assert config_from(args, cls) == cls()  # no flags: the dataclass's defaults
+    text = _help(argv[0], capsys)
+    defaults = cls()
+    hints = typing.get_type_hints(cls)
+    scalar = (int, float, str, bool, int | None, float | None, str | None)
+    fields = [f for f in dataclasses.fields(cls) if hints[f.name] in scalar]
+    assert fields
+    for f in fields:
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in text, flag
+        assert f"(default: {getattr(defaults, f.name)})" in text, f.name
+
+
+def test_plane_help_shows_the_config_default_grid(capsys):
+    text = _help("plane", capsys)
+    assert f"points per axis (default: {PlaneConfig().grid})" in text
+    assert "(default: 21)" in text
+    assert "(default: 10)" in _help("hessian", capsys)  # HessianConfig.k
+    assert f"(default: {CurveConfig().points})" in _help("curve", capsys)
+
+
+def test_study_options_parse_into_the_config():
+    args = build_parser().parse_args(["plane", "a", "b", "--third", "c", "--grid", "5"])
+    assert config_from(args, PlaneConfig) == PlaneConfig(grid=5)
+    args = build_parser().parse_args(["hessian", "a", "--k", "3", "--subset", "none"])
+    assert config_from(args, HessianConfig) == HessianConfig(k=3, subset=None)
+    args = build_parser().parse_args(["curve", "a", "b", "--out", "o", "--bn-subset", "64"])
+    assert config_from(args, CurveConfig) == CurveConfig(bn_subset=64)
+
+
+def _curve_result(names: tuple[str, str]) -> tuple[CurveResult, str]:
+    t = np.linspace(0, 1, 5)
+    cols = {m: np.zeros(5) for m in (*METRICS, *PATH_COLUMNS)}
+    curve = {**cols, "train_loss": np.array([1.0, 1.2, 0.9, 0.8, 0.5])}
+    line = {**cols, "train_loss": np.array([1.0, 2.0, 3.0, 1.0, 0.5])}
+    curve["test_acc"] = np.array([0.9, 0.7, 0.8, 0.85, 0.95])
+    line["test_acc"] = np.array([0.9, 0.1, 0.2, 0.5, 0.95])
+    curve["segment"] = np.array([0.0, 1.0, 1.0, 1.0, 1.0])
+    line["segment"] = np.array([0.0, 0.5, 0.5, 0.5, 0.5])
+    res = CurveResult(
+        t=t,
+        curve=curve,
+        line=line,
+        curve_layer_sparsity=np.zeros((5, 1)),
+        line_layer_sparsity=np.zeros((5, 1)),
+        layers=["w"],
+        curve_file="c.safetensors",
+        config={"order": 2},
+        endpoints={},
+        bn_samples=100,
+        fit_history=[],
+    )
+    return res, curve_table(res, names)
+
+
+def test_curve_table_names_both_ends_and_reports_hand_computed_numbers():
+    res, text = _curve_result(("sgd/final", "grda/final"))
+    head, header, *rows = text.splitlines()
+    assert head.startswith("sgd/final (t=0) -> grda/final (t=1), order 2, 5 points")
+    assert "BN on 100 samples" in head
+    assert "train barrier" in header
+    cells = {r.split()[0]: [float(x) for x in r.split()[1:]] for r in rows}
+    # Barrier by hand: max_i loss_i - ((1 - t_i) loss_0 + t_i loss_4).
+    t = res.t
+    for name, loss, acc, length in (
+        ("curve", res.curve["train_loss"], res.curve["test_acc"], 4.0),
+        ("line", res.line["train_loss"], res.line["test_acc"], 2.0),
+    ):
+        barrier = max(loss[i] - ((1 - t[i]) * loss[0] + t[i] * loss[-1]) for i in range(5))
+        want = [loss.max(), barrier, acc.min(), t[np.argmax(acc)], acc[2], length]
+        assert cells[name] == pytest.approx(want, abs=1e-4), name
+
+
+def test_cli_curve_names_both_default_runs_distinctly(tmp_path, capsys):
+    """Both ends are a run's final.safetensors: each is named after its run folder."""
+    sgd = REPO / "checkpoints" / "sgd" / "final.safetensors"
+    grda = REPO / "checkpoints" / "grda" / "final.safetensors"
+    argv = ["curve", str(sgd), str(grda), "--out", str(tmp_path / "o"), "--epochs", "0"]
+    argv += ["--points", "3", "--bn-subset", "64", "--store", str(tmp_path / "s")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("sgd/final (t=0) -> grda/final (t=1), order 2")

@@ -17,7 +17,8 @@ from landscape.distributed import launch
 from landscape.evaluate import METRICS
 from landscape.models import build_model
 from landscape.store import Store
-from landscape.surfaces import PlaneConfig, plane_study
+from landscape.studies import plane, run, study_key
+from landscape.studies.plane import PlaneConfig, PlaneInputs
 
 REPO = Path(__file__).resolve().parent.parent
 CNN = {
@@ -53,22 +54,25 @@ def test_two_gloo_processes_give_the_single_process_result(ckpts, tmp_path, star
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         cmd += ["--nproc_per_node", "2", "-m", "landscape", *args]
-    run = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.count("train_loss") == 1  # rank 0 alone prints
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("train_loss") == 1  # rank 0 alone prints
     a, c, b = (load_checkpoint(p) for p in ckpts)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cfg = PlaneConfig(grid=5, bn_subset=128)
-        single = plane_study(a, b, c, cfg, store=Store(tmp_path / "single"))
+        cfg, inputs = PlaneConfig(grid=5, bn_subset=128), PlaneInputs(a, b, c)
+        single = run(plane.KIND, cfg, inputs, store=Store(tmp_path / "single"))
     finally:
         torch.set_num_threads(threads)
-    sharded = store.load("plane", single.key)
-    assert sharded is not None, "rank 0 did not write the result under the same key"
+    stored = store.load("plane", study_key(plane.KIND, cfg, inputs))
+    assert stored is not None, "rank 0 did not write the result under the same key"
+    sharded = plane.PlaneResult.from_arrays(stored.data, stored.arrays)
     for m in METRICS:
-        assert not np.isnan(sharded.arrays[m]).any()
-        assert np.allclose(sharded.arrays[m], single.arrays[m], rtol=0, atol=1e-6)
+        assert not np.isnan(sharded.metrics[m]).any()
+        assert np.allclose(sharded.metrics[m], single.metrics[m], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(sharded.alpha, single.alpha)
+    assert sharded.labels == single.labels
     assert not list(store.root.glob("plane/*.partial.npz"))  # every rank cleaned up
 
 

@@ -1,4 +1,4 @@
-"""End to end: `streamlit run app/main.py` driven in headless Chromium through Playwright."""
+"""End to end: `streamlit run landscape/app/main.py` driven in headless Chromium through Playwright."""
 
 import time
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-from app.serve import CHROMIUM, CHROMIUM_ARGS, drawn, idle, running_app  # noqa: E402
+from landscape.app.serve import CHROMIUM, CHROMIUM_ARGS, drawn, idle, running_app  # noqa: E402
 
 pytestmark = [
     pytest.mark.e2e,

@@ -1,4 +1,4 @@
-"""The fast point evaluator against the reference in landscape.params (recalibrate_bn, evaluate)."""
+"""The one evaluator against the naive reference in tests/reference.py."""
 
 from __future__ import annotations
 
@@ -7,19 +7,20 @@ import pytest
 import torch
 from torch import nn
 
+from landscape.evaldata import SMALL_MACS, channels_last, macs_per_sample, small_model_threads
 from landscape.evaluate import (
     METRICS,
-    SMALL_MACS,
+    REDUCTIONS,
     EvalData,
-    channels_last,
+    Evaluator,
+    bn_statistics,
+    evaluate_model,
     evaluate_point,
     evaluate_points,
-    macs_per_sample,
-    small_model_threads,
 )
 from landscape.models import build_model
-from landscape.params import evaluate, recalibrate_bn
 from landscape.store import Store
+from tests.reference import ece, logits, point_metrics, recalibrate_bn
 
 
 def _bn1d_net() -> nn.Module:
@@ -56,14 +57,31 @@ def _setup(net: str, n_train: int = 70, n_test: int = 23, seed: int = 0):
 
 
 def _reference(model, params, xtr, ytr, xte, yte, *, batch_size, subset) -> dict[str, float]:
-    buffers = recalibrate_bn(model, params, xtr, batch_size=batch_size, subset=subset)
-    tr = evaluate(model, params, buffers, xtr, ytr)
-    te = evaluate(model, params, buffers, xte, yte)
-    return {"train_loss": tr.loss, "train_acc": tr.acc, "test_loss": te.loss, "test_acc": te.acc}
+    return point_metrics(model, params, xtr, ytr, xte, yte, batch_size=batch_size, subset=subset)
 
 
-# (BN batch size, eval chunk, bn_subset): one batch; shared chunks (input layer computed once);
-# a subset that cuts a chunk; different chunkings; a subset larger than the data.
+def _close(got: dict, want: dict, rel: float = 1e-5, abs_: float = 1e-6) -> None:
+    for m in METRICS:
+        assert got[m] == pytest.approx(want[m], rel=rel, abs=abs_), m
+
+
+def _basis(params: dict, k: int, seed: int = 5) -> tuple[list[dict], list[float]]:
+    """k basis vectors and coords whose combination is ``params`` (random other directions)."""
+    g = torch.Generator().manual_seed(seed)
+    dirs = [
+        {n: 0.3 * torch.randn(p.shape, generator=g) for n, p in params.items()}
+        for _ in range(k - 1)
+    ]
+    coords = [1.0] + [0.7 - 0.5 * j for j in range(k - 1)]
+    first = {
+        n: p - sum(c * d[n] for c, d in zip(coords[1:], dirs, strict=True))
+        for n, p in params.items()
+    }
+    return [first, *dirs], coords
+
+
+# (BN batch size, eval chunk, bn_subset): one batch; equal chunks; a subset that cuts a batch;
+# different chunkings; a subset larger than the data.
 CASES = [(2048, 256, None), (16, 16, None), (16, 16, 50), (7, 16, 48), (32, 8, 1000)]
 
 
@@ -73,89 +91,192 @@ def test_evaluate_point_matches_reference(net, batch_size, eval_batch_size, subs
     model, params, xtr, ytr, xte, yte = _setup(net)
     data = EvalData(xtr, ytr, xte, yte, subset, batch_size, eval_batch_size)
     got = evaluate_point(model, params, data)
-    want = _reference(model, params, xtr, ytr, xte, yte, batch_size=batch_size, subset=subset)
-    for m in METRICS:
-        assert got[m] == pytest.approx(want[m], rel=1e-5, abs=1e-6), m
+    _close(got, _reference(model, params, xtr, ytr, xte, yte, batch_size=batch_size, subset=subset))
 
 
-def test_evaluate_point_leaves_model_alone():
+@pytest.mark.parametrize("net", list(NETS))
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+@pytest.mark.parametrize("first_layer", ["auto", "plain"])
+def test_evaluator_on_a_basis_matches_reference(net, k, first_layer):
+    model, params, xtr, ytr, xte, yte = _setup(net)
+    data = EvalData(xtr, ytr, xte, yte, 50, 16, 16)
+    basis, coords = _basis(params, k)
+    ev = Evaluator(model, data, basis, first_layer=first_layer, chunk_bytes=2**12)
+    assert (ev.layer is not None) == (first_layer == "auto" and k > 1)
+    want = _reference(model, params, xtr, ytr, xte, yte, batch_size=16, subset=50)
+    _close(ev(coords), want, rel=1e-4, abs_=1e-5)
+    flat = torch.stack([torch.cat([b[n].reshape(-1) for n in params]) for b in basis])
+    _close(Evaluator(model, data, flat)(coords), want, rel=1e-4, abs_=1e-5)  # (k, P) basis
+
+
+def test_first_layer_reuse_and_fallbacks():
+    model, params, xtr, ytr, xte, yte = _setup("cnn")
+    data = EvalData(xtr, ytr, xte, yte)
+    basis, coords = _basis(params, 3)
+    assert Evaluator(model, data, basis, first_layer="reuse").layer == "features.0"
+    # The cached responses (3 x 93 samples) do not fit: plain evaluation, same numbers.
+    small = Evaluator(model, data, basis, budget_bytes=1000)
+    assert small.layer is None
+    _close(small(coords), Evaluator(model, data, basis)(coords))
+    with pytest.raises(ValueError, match="reusable"):
+        Evaluator(model, data, basis, first_layer="reuse", budget_bytes=1000)
+    # A network that reads its input before its first layer's output can be reused.
+    twice = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+    twice[3] = twice[1]  # the same layer called twice: not reusable
+    tp = {n: p.detach() for n, p in twice.named_parameters()}
+    assert Evaluator(twice, data, [tp, tp]).layer is None
+    with pytest.raises(ValueError, match="first_layer"):
+        Evaluator(model, data, basis, first_layer="bogus")
+
+
+def test_evaluator_leaves_model_alone():
     model, params, xtr, ytr, xte, yte = _setup("cnn")
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    evaluate_point(model, params, EvalData(xtr, ytr, xte, yte, None, 16, 16))
+    basis, coords = _basis(params, 2)
+    Evaluator(model, EvalData(xtr, ytr, xte, yte, None, 16, 16), basis)(coords)
     assert model.training
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
 
 
-def test_recalibration_stops_after_last_bn_and_shares_input_layer(monkeypatch):
-    """The head runs only in eval passes; the first conv runs once per chunk, not twice."""
-    model, params, xtr, ytr, xte, yte = _setup("cnn", n_train=64, n_test=20)
-    head_calls = {"train": 0, "eval": 0}
-
-    def count_head(mod, args, out):
-        head_calls["train" if mod.training else "eval"] += 1
-
-    model.classifier.register_forward_hook(count_head)  # deep copies keep their hooks
-    first_conv = []
-    conv_forward = nn.Conv2d._conv_forward
-
-    def counting(self, x, weight, bias):
-        if weight.shape[1] == 1:  # the first conv: one input channel
-            first_conv.append(x.shape[0])
-        return conv_forward(self, x, weight, bias)
-
-    monkeypatch.setattr(nn.Conv2d, "_conv_forward", counting)
-    data = EvalData(xtr, ytr, xte, yte, None, 16, 16)
-    got = evaluate_point(model, params, data)
-    # 4 train + 2 test chunks evaluated; the head never runs in the recalibration pass except
-    # in its first forward (which learns how many BN calls one forward makes).
-    assert head_calls == {"train": 1, "eval": 6}
-    # 4 train chunks, computed in the recalibration pass and reused; then the 2 test chunks.
-    assert first_conv == [16, 16, 16, 16, 16, 4]
-    want = _reference(model, params, xtr, ytr, xte, yte, batch_size=16, subset=None)
-    for m in METRICS:
-        assert got[m] == pytest.approx(want[m], rel=1e-5, abs=1e-6)
+@pytest.mark.parametrize("net", ["cnn", "bn1d", "resnet"])
+@pytest.mark.parametrize("subset", [None, 30])
+def test_bn_statistics_match_reference(net, subset):
+    model, params, xtr, ytr, xte, yte = _setup(net)
+    got = bn_statistics(model, params, EvalData(xtr, ytr, xte, yte, subset, 16))
+    want = recalibrate_bn(model, params, xtr, batch_size=16, subset=subset)
+    assert set(got) == set(want)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-5, atol=1e-6)
 
 
-def test_evaluate_points_resumes_from_partial(tmp_path):
+def test_buffers_at_a_combined_point_match_reference():
+    model, params, xtr, ytr, xte, yte = _setup("cnn")
+    basis, coords = _basis(params, 3)
+    ev = Evaluator(model, EvalData(xtr, ytr, xte, yte, None, 16), basis)
+    assert ev.layer is not None
+    got = ev.buffers(coords)
+    want = recalibrate_bn(model, params, xtr, batch_size=16)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-5)
+
+
+def test_ece_along_a_curve_matches_numpy():
+    """ECE at points of a quadratic Bezier curve against numpy binning of the logits."""
+    model, params, xtr, ytr, xte, yte = _setup("mlp", n_train=300, n_test=120)
+    g = torch.Generator().manual_seed(9)
+    ends = [{n: p * s for n, p in params.items()} for s in (1.0, 0.2)]
+    bend = {n: p + 0.5 * torch.randn(p.shape, generator=g) for n, p in params.items()}
+    basis = [ends[0], bend, ends[1]]
+    ev = Evaluator(model, EvalData(xtr, ytr, xte, yte), basis)
+    for t in (0.0, 0.3, 0.8):
+        w = [(1 - t) ** 2, 2 * t * (1 - t), t**2]
+        got = ev(w)
+        point = {n: sum(c * b[n] for c, b in zip(w, basis, strict=True)) for n in params}
+        buffers = dict(model.named_buffers())
+        for split, x, y in (("train", xtr, ytr), ("test", xte, yte)):
+            want = ece(logits(model, point, buffers, x), y)
+            assert abs(got[f"{split}_ece"] - want) < 1e-6
+
+
+def test_metrics_come_from_reductions():
+    assert METRICS == tuple(f"{s}_{m.name}" for s in ("train", "test") for m in REDUCTIONS)
+    assert {"train_loss", "train_acc", "train_ece", "test_loss", "test_acc", "test_ece"} <= set(
+        METRICS
+    )
+
+
+def test_evaluate_model_uses_own_weights():
+    model, _, xtr, ytr, _, _ = _setup("cnn")
+    model.eval()
+    want = point_metrics(model, dict(model.named_parameters()), xtr, ytr, xtr, ytr)
+    model.train()
+    got = evaluate_model(model, xtr, ytr, batch_size=32)
+    assert model.training
+    buffers = dict(model.named_buffers())
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    out = logits(model, params, buffers, xtr)
+    assert got["ece"] == pytest.approx(ece(out, ytr), abs=1e-6)
+    assert got["acc"] == pytest.approx(float((out.argmax(1) == ytr).double().mean()))
+    assert got["loss"] == pytest.approx(
+        float(torch.nn.functional.cross_entropy(out, ytr)), rel=1e-5
+    )
+    del want
+
+
+def test_many_matches_one_at_a_time():
+    model, params, xtr, ytr, xte, yte = _setup("mlp")
+    data = EvalData(xtr, ytr, xte, yte)
+    basis, _ = _basis(params, 3)
+    coords = np.random.default_rng(0).normal(size=(7, 3))
+    for first_layer in ("auto", "plain"):
+        ev = Evaluator(model, data, basis, first_layer=first_layer, points_per_pass=3)
+        assert ev.points_per_pass == 3
+        for got, c in zip(ev.many(coords), coords, strict=True):
+            _close(got, ev(c), rel=1e-5, abs_=1e-6)
+    bn_model, bn_params, *rest = _setup("cnn")
+    with pytest.raises(ValueError, match="without BatchNorm"):
+        Evaluator(bn_model, EvalData(*rest), [bn_params], points_per_pass=2)
+
+
+def test_evaluate_points_resumes_from_partial(tmp_path, monkeypatch):
     model, params, xtr, ytr, xte, yte = _setup("cnn")
     data = EvalData(xtr, ytr, xte, yte)
-    points = [{n: p * (1 + 0.1 * i) for n, p in params.items()} for i in range(6)]
+    coords = (1 + 0.1 * np.arange(6))[:, None]  # the points params * (1 + 0.1 i)
     store = Store(tmp_path)
     calls = []
+    call = Evaluator.__call__
 
-    def failing(i):
-        if i == 3:
+    def failing(self, c):
+        if len(calls) == 3:
             raise KeyboardInterrupt  # a kill in the middle of the run
-        calls.append(i)
-        return points[i]
+        calls.append(round(float(c[0]), 6))
+        return call(self, c)
 
+    monkeypatch.setattr(Evaluator, "__call__", failing)
     with pytest.raises(KeyboardInterrupt):
-        evaluate_points(model, failing, 6, data, store=store, kind="t", key="k", save_every_s=0)
-    assert calls == [0, 1, 2]
+        evaluate_points(
+            model, [params], coords, data, store=store, kind="t", key="k", save_every_s=0
+        )
+    assert calls == [1.0, 1.1, 1.2]
     calls.clear()
-
-    def counting(i):
-        calls.append(i)
-        return points[i]
-
-    got = evaluate_points(model, counting, 6, data, store=store, kind="t", key="k")
-    assert calls == [3, 4, 5]  # only the points the partial result lacks
-    clean = evaluate_points(model, points.__getitem__, 6, data)
+    monkeypatch.setattr(Evaluator, "__call__", lambda self, c: calls.append(0) or call(self, c))
+    got = evaluate_points(model, [params], coords, data, store=store, kind="t", key="k")
+    assert len(calls) == 3  # only the points the partial result lacks
+    monkeypatch.setattr(Evaluator, "__call__", call)
+    clean = evaluate_points(model, [params], coords, data)
     assert got["done"].all()
     for m in METRICS:
         np.testing.assert_allclose(got[m], clean[m], rtol=1e-6)
 
 
+def test_evaluate_points_ignores_partials_without_every_metric(tmp_path):
+    model, params, xtr, ytr, xte, yte = _setup("mlp")
+    store = Store(tmp_path)
+    old = {m: np.zeros(2) for m in ("train_loss", "train_acc", "test_loss", "test_acc")}
+    store.save_partial("t", "k", {**old, "done": np.ones(2, dtype=bool)})
+    got = evaluate_points(
+        model,
+        [params],
+        np.ones((2, 1)),
+        EvalData(xtr, ytr, xte, yte),
+        store=store,
+        kind="t",
+        key="k",
+    )
+    assert (got["train_loss"] > 0).all()
+
+
 def test_evaluate_points_shards_cover_all_points():
     model, params, xtr, ytr, xte, yte = _setup("mlp")
     data = EvalData(xtr, ytr, xte, yte)
-    points = [{n: p * (1 - 0.2 * i) for n, p in params.items()} for i in range(5)]
-    full = evaluate_points(model, points.__getitem__, 5, data)
-    r0 = evaluate_points(model, points.__getitem__, 5, data, shard=(0, 2))
-    r1 = evaluate_points(model, points.__getitem__, 5, data, shard=(1, 2))
+    basis, _ = _basis(params, 2)
+    coords = np.stack([np.ones(5), np.linspace(-1, 1, 5)], 1)
+    full = evaluate_points(model, basis, coords, data)
+    r0 = evaluate_points(model, basis, coords, data, shard=(0, 2))
+    r1 = evaluate_points(model, basis, coords, data, shard=(1, 2))
     assert r0["done"].tolist() == [True, False, True, False, True]
     assert (r0["done"] ^ r1["done"]).all()
     for m in METRICS:
@@ -168,8 +289,8 @@ def test_progress_reports_every_point():
     seen = []
     evaluate_points(
         model,
-        lambda i: params,
-        3,
+        [params],
+        np.ones((3, 1)),
         EvalData(xtr, ytr, xte, yte),
         progress=lambda d, t, s: seen.append((d, t, s)),
         stage="here",
@@ -219,13 +340,14 @@ def test_eval_data_checks_and_describe():
     assert EvalData(x, y, x, y, bn_subset=60).bn_samples == 10
 
 
-@pytest.mark.parametrize("net", ["cnn", "resnet"])
+@pytest.mark.parametrize("net", ["cnn", "resnet", "mlp"])
 def test_evaluate_points_on_device(net, device):
     """``pytest --device cuda``: the same numbers as the CPU reference (TF32 tolerance)."""
     model, params, xtr, ytr, xte, yte = _setup(net)
     data = EvalData(*(v.to(device) for v in (xtr, ytr, xte, yte)), None, 16, 16)
-    on_device = {n: p.to(device) for n, p in params.items()}
-    got = evaluate_points(model, lambda i: on_device, 2, data)
+    basis, _ = _basis({n: p.to(device) for n, p in params.items()}, 3)
+    coords = np.array([[1.0, 0.7, 0.2]] * 3)
+    got = evaluate_points(model, basis, coords, data)
     want = _reference(model, params, xtr, ytr, xte, yte, batch_size=16, subset=None)
     for m in METRICS:
         np.testing.assert_allclose(got[m], want[m], rtol=2e-3, atol=1e-4)

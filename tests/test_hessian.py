@@ -12,11 +12,15 @@ from landscape.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from landscape.cli import main
 from landscape.data import load_dataset
 from landscape.evaluate import EvalData
-from landscape.hessian import HessianConfig, hessian_study, hvp, top_eigen
+from landscape.hessian import hvp, top_eigen
 from landscape.models import build_model, prunable_names
-from landscape.params import flatten, recalibrate_bn, unflatten
+from landscape.params import flatten, unflatten
 from landscape.pruning import magnitude_prune
 from landscape.store import Store
+from landscape.studies import find, hessian, run, slices
+from landscape.studies.hessian import HessianConfig, HessianInputs, HessianResult
+from landscape.studies.slices import SliceConfig, SliceInputs
+from tests.reference import recalibrate_bn
 
 DATA = {"name": "digits", "split_seed": 0}
 TINY_MLP = {"name": "mlp", "kwargs": {"in_shape": [1, 8, 8], "num_classes": 10, "widths": [2]}}
@@ -90,6 +94,16 @@ def test_top_eigen_rejects_bad_k():
             top_eigen(model, params, buffers, data, k=k)
 
 
+def hessian_study(a, b, cfg: HessianConfig, *, store: Store) -> HessianResult:
+    """The hessian study kind, as the CLI and the app run it."""
+    return run(hessian.KIND, cfg, HessianInputs(a, b), store=store)
+
+
+def eigen_slice(a, b, hcfg: HessianConfig, *, store: Store) -> slices.SliceResult:
+    cfg = SliceConfig(direction="eigen", points=3, hessian=hcfg)
+    return run(slices.KIND, cfg, SliceInputs(a, b), store=store)
+
+
 def _pair(tmp_path) -> tuple[Checkpoint, Checkpoint]:
     """A (dense) and B: A half magnitude-pruned and perturbed, like a sparse minimum nearby."""
     torch.manual_seed(0)
@@ -120,18 +134,18 @@ def test_hessian_study_overlaps_match_direct_computation(tmp_path):
     h = dense_hessian(model, params, {}, x, y).double().numpy()
     lam, vec = np.linalg.eigh((h + h.T) / 2)
     top = vec[:, ::-1][:, :3]  # (P, 3)
-    assert np.allclose(res.arrays["eigenvalues"], lam[::-1][:3], rtol=1e-4)
+    assert np.allclose(res.eigenvalues, lam[::-1][:3], rtol=1e-4)
     wa = flatten(a.state, names).double().numpy()
     delta = flatten(b.state, names).double().numpy() - wa
     overlap = np.abs(top.T @ delta) / np.linalg.norm(delta)
-    assert np.allclose(res.arrays["overlap"], overlap, atol=1e-5)
-    assert res.data["projection_ratio"] == pytest.approx(np.linalg.norm(overlap), abs=1e-5)
-    assert res.data["delta_norm"] == pytest.approx(np.linalg.norm(delta))
+    assert np.allclose(res.overlap, overlap, atol=1e-5)
+    assert res.projection_ratio == pytest.approx(np.linalg.norm(overlap), abs=1e-5)
+    assert res.delta_norm == pytest.approx(np.linalg.norm(delta))
     # Magnitude direction, naively: zero the smallest half of |w_A| over the prunable weights.
     prunable = prunable_names(model)
-    assert res.data["sparsity_b"] == pytest.approx(0.5, abs=1e-3)
+    assert res.sparsity_b == pytest.approx(0.5, abs=1e-3)
     mag = np.abs(np.concatenate([a.state[n].reshape(-1).numpy() for n in prunable]))
-    cut = np.sort(mag)[round(res.data["sparsity_b"] * mag.size) - 1]
+    cut = np.sort(mag)[round(res.sparsity_b * mag.size) - 1]
     m = np.concatenate(
         [
             np.where(np.abs(a.state[n].numpy()) <= cut, -a.state[n].numpy(), 0).reshape(-1)
@@ -141,21 +155,21 @@ def test_hessian_study_overlaps_match_direct_computation(tmp_path):
         ]
     )
     mag_overlap = np.abs(top.T @ m) / np.linalg.norm(m)
-    assert np.allclose(res.arrays["magnitude_overlap"], mag_overlap, atol=1e-5)
+    assert np.allclose(res.magnitude_overlap, mag_overlap, atol=1e-5)
+    assert res.magnitude_projection_ratio == pytest.approx(np.linalg.norm(mag_overlap), abs=1e-5)
     # A random direction of equal norm: its overlaps are those of a unit random vector.
-    assert res.arrays["random_overlap"].shape == (3,)
-    assert res.data["random_projection_ratio"] == pytest.approx(
-        np.linalg.norm(res.arrays["random_overlap"])
-    )
-    assert res.arrays["eigenvectors"].shape == (3, wa.size)
+    assert res.random_overlap.shape == (3,)
+    assert res.random_projection_ratio == pytest.approx(np.linalg.norm(res.random_overlap))
+    assert res.eigenvectors.shape == (3, wa.size)
+    assert res.samples == 64 and res.bn_samples == 1347 and res.n_hvp > 0
 
 
 def test_hessian_study_without_b_reports_eigenvalues_only(tmp_path):
     a, _ = _pair(tmp_path)
     res = hessian_study(a, None, HessianConfig(k=2, subset=32), store=Store(tmp_path / "s"))
-    assert res.arrays["eigenvalues"].shape == (2,)
-    assert res.arrays["eigenvalues"][0] >= res.arrays["eigenvalues"][1]
-    assert "projection_ratio" not in res.data and res.data["samples"] == 32
+    assert res.eigenvalues.shape == (2,)
+    assert res.eigenvalues[0] >= res.eigenvalues[1]
+    assert res.projection_ratio is None and res.overlap is None and res.samples == 32
 
 
 def test_cli_hessian(tmp_path, capsys):
@@ -167,19 +181,17 @@ def test_cli_hessian(tmp_path, capsys):
 
 
 def test_slice_along_the_top_eigenvector(tmp_path):
-    from landscape.surfaces import slice_study
-
     a, b = _pair(tmp_path)
     hcfg = HessianConfig(k=1, subset=32)
-    res = slice_study(a, "eigen", b=b, points=3, hessian=hcfg, store=Store(tmp_path / "s"))
+    res = eigen_slice(a, b, hcfg, store=Store(tmp_path / "s"))
     eig = hessian_study(a, None, hcfg, store=Store(tmp_path / "s"))
-    assert res.data["eigenvalue"] == pytest.approx(float(eig.arrays["eigenvalues"][0]))
+    assert res.eigenvalue == pytest.approx(float(eig.eigenvalues[0]))
     names = [n for n, _ in a.build_model().named_parameters()]
     delta = flatten(b.state, names) - flatten(a.state, names)
-    assert res.data["direction_norm"] == pytest.approx(float(delta.norm()), rel=1e-6)
+    assert res.direction_norm == pytest.approx(float(delta.norm()), rel=1e-6)
     # The top eigenvalue is positive: along its eigenvector the loss is convex (to 2nd order).
-    loss = res.arrays["train_loss"]
-    assert res.data["eigenvalue"] > 0 and (loss[0] + loss[2]) / 2 > loss[1]
+    loss = res.metrics["train_loss"]
+    assert res.eigenvalue > 0 and (loss[0] + loss[2]) / 2 > loss[1]
 
 
 def test_hessian_on_the_device_matches_cpu(tmp_path, device):
@@ -199,25 +211,38 @@ def test_hessian_on_the_device_matches_cpu(tmp_path, device):
         cfg = HessianConfig(k=2, subset=64, device=d)
         runs[d] = hessian_study(a, b, cfg, store=Store(tmp_path / str(i)))
     cpu, dev = runs["cpu"], runs[device]
-    assert np.allclose(cpu.arrays["eigenvalues"], dev.arrays["eigenvalues"], rtol=1e-3)
-    assert cpu.data["projection_ratio"] == pytest.approx(
-        dev.data["projection_ratio"], rel=1e-3, abs=1e-4
-    )
+    assert np.allclose(cpu.eigenvalues, dev.eigenvalues, rtol=1e-3)
+    assert cpu.projection_ratio == pytest.approx(dev.projection_ratio, rel=1e-3, abs=1e-4)
 
 
 def test_eigen_slice_reuses_the_pruning_direction_study(tmp_path, monkeypatch):
-    """The slice's eigenvector comes from the stored hessian_study(A, B), computed once."""
-    import landscape.hessian as hessian_mod
-    from landscape.surfaces import slice_study
+    """The slice's eigenvector comes from the stored hessian study (A, B), computed once."""
+    import landscape.studies.hessian as hessian_mod
 
     a, b = _pair(tmp_path)
     hcfg = HessianConfig(k=1, subset=32)
     store = Store(tmp_path / "s")
+    assert find(hessian.KIND, hcfg, HessianInputs(a, b), store=store) is None
     first = hessian_study(a, b, hcfg, store=store)
 
     def no_lanczos(*args, **kwargs):
         raise AssertionError("eigenpairs were computed again")
 
     monkeypatch.setattr(hessian_mod, "top_eigen", no_lanczos)
-    res = slice_study(a, "eigen", b=b, points=3, hessian=hcfg, store=store)
-    assert res.data["eigenvalue"] == pytest.approx(float(first.arrays["eigenvalues"][0]))
+    found = find(hessian.KIND, hcfg, HessianInputs(a, b), store=store)
+    np.testing.assert_array_equal(found.eigenvalues, first.eigenvalues)
+    np.testing.assert_array_equal(found.overlap, first.overlap)
+    res = eigen_slice(a, b, hcfg, store=store)
+    assert res.eigenvalue == pytest.approx(float(first.eigenvalues[0]))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_hessian_buffers_equal_reference_recalibration(kind):
+    """The study's BN statistics (landscape.evaluate.bn_statistics) are the reference's."""
+    from landscape.evaluate import bn_statistics
+
+    model, params, want, x, y = tiny(kind)
+    got = bn_statistics(model, params, EvalData(x, y, x[:5], y[:5]))
+    assert set(got) == set(want)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-5, atol=1e-6)

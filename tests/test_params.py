@@ -1,4 +1,5 @@
-"""Weight points: flat vectors, sparsity, evaluation and BN recalibration against references."""
+"""Weight points: flat vectors, sparsity; the evaluator's BN statistics and evaluate_model
+(landscape.evaluate) against independent references."""
 
 from __future__ import annotations
 
@@ -12,14 +13,12 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from landscape.evaluate import EvalData, bn_statistics, evaluate_model
 from landscape.models import build_model, prunable_names
 from landscape.params import (
-    EvalResult,
-    evaluate,
     flatten,
     has_batchnorm,
     param_names,
-    recalibrate_bn,
     sparsity,
     split_state,
     unflatten,
@@ -194,7 +193,21 @@ def test_sparsity_ignores_non_prunable_and_handles_empty():
     assert edge["small"] == 0.5  # strictly below tol
 
 
-# ---------------------------------------------------------------- evaluate
+# ---------------------------------------------------------------- evaluate_model
+
+
+def recalibrate_bn(model, params, x, *, batch_size=2048, subset=None):
+    """landscape.evaluate.bn_statistics with the arguments the old recalibrate_bn took."""
+    y = torch.zeros(len(x), dtype=torch.long)
+    return bn_statistics(model, params, EvalData(x, y, x[:1], y[:1], subset, batch_size))
+
+
+def evaluate(model, params, buffers, x, y, *, batch_size=2048) -> tuple[float, float]:
+    """(loss, acc) of evaluate_model on a copy of ``model`` holding (params, buffers)."""
+    net = copy.deepcopy(model)
+    net.load_state_dict({**params, **buffers})
+    got = evaluate_model(net, x, y, batch_size=batch_size)
+    return got["loss"], got["acc"]
 
 
 def _random_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -237,12 +250,14 @@ def test_evaluate_against_plain_forward(net, training):
 
     own = {k: v.clone() for k, v in model.state_dict().items()}
     for bs in (2048, N, 7, 3):
-        res = evaluate(model, params, buffers, x, y, batch_size=bs)
-        assert isinstance(res, EvalResult)
-        assert res.loss == pytest.approx(loss, abs=1e-6, rel=1e-6)
-        assert res.acc == pytest.approx(acc, abs=1e-12)
-        assert res == (res.loss, res.acc)
-    assert model.training is training
+        res_loss, res_acc = evaluate(model, params, buffers, x, y, batch_size=bs)
+        assert res_loss == pytest.approx(loss, abs=1e-6, rel=1e-6)
+        assert res_acc == pytest.approx(acc, abs=1e-12)
+    net = copy.deepcopy(model)
+    net.load_state_dict({**params, **buffers})
+    net.train(training)
+    evaluate_model(net, x, y)
+    assert net.training is training  # evaluate_model restores the mode
     assert all(torch.equal(own[k], v) for k, v in model.state_dict().items())
 
 
@@ -252,7 +267,7 @@ def test_evaluate_uses_running_stats_not_batch_stats():
     a = evaluate(model, params, _random_buffers(model), x, y)
     fresh = {n: b.clone() for n, b in model.named_buffers()}  # mean 0, var 1
     b = evaluate(model, params, fresh, x, y)
-    assert a.loss != pytest.approx(b.loss)
+    assert a[0] != pytest.approx(b[0])
 
 
 # ---------------------------------------------------------------- recalibrate_bn

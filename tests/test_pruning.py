@@ -9,7 +9,7 @@ from landscape.checkpoints import CheckpointError, load_checkpoint, save_checkpo
 from landscape.cli import main
 from landscape.data import load_dataset
 from landscape.models import build_model, prunable_names
-from landscape.params import evaluate, split_state
+from landscape.params import split_state
 from landscape.pruning import (
     jaccard,
     magnitude_prune,
@@ -18,6 +18,7 @@ from landscape.pruning import (
     settled_index,
 )
 from landscape.train import TrainConfig, train
+from tests.reference import evaluate
 
 REPO = Path(__file__).resolve().parent.parent
 MLP = {"name": "mlp", "kwargs": {"in_shape": [1, 8, 8], "num_classes": 10, "widths": [8]}}
@@ -135,11 +136,11 @@ def test_prune_without_finetune_recalibrates_batchnorm(device):
     # The stored metrics are those of the stored state.
     model = sgd.build_model()
     params, buffers = split_state(model, state)
-    test = evaluate(
+    test_loss, test_acc = evaluate(
         model, params, buffers, load_dataset("digits").x_test, load_dataset("digits").y_test
     )
-    assert meta["metrics"]["test_acc"] == pytest.approx(test.acc)
-    assert meta["metrics"]["test_loss"] == pytest.approx(test.loss, rel=1e-6)
+    assert meta["metrics"]["test_acc"] == pytest.approx(test_acc)
+    assert meta["metrics"]["test_loss"] == pytest.approx(test_loss, rel=1e-6)
 
 
 def test_prune_refuses_a_source_sparser_than_the_target():
@@ -262,3 +263,53 @@ def test_mask_stability_needs_snapshots(tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(CheckpointError, match="snapshots"):
         mask_stability(tmp_path / "run")
+
+
+def test_masks_kind_is_mask_stability_keyed_by_the_files(tmp_path):
+    from dataclasses import asdict
+
+    from landscape.store import Store
+    from landscape.studies import KINDS, find, run, study_key
+    from landscape.studies.masks import MasksConfig, MasksInputs
+
+    kind, store = KINDS["masks"], Store(tmp_path / "store")
+    _write_snapshots(tmp_path / "run", [0, 10, 20], [30, 2])
+    inputs, cfg = MasksInputs(tmp_path / "run"), MasksConfig()
+    assert find(kind, cfg, inputs, store=store) is None
+    got = run(kind, cfg, inputs, store=store)
+    assert asdict(got) == asdict(mask_stability(tmp_path / "run"))
+    assert find(kind, cfg, inputs, store=store) == got
+    key = study_key(kind, cfg, inputs)
+    assert study_key(kind, MasksConfig(tol=0.05), inputs) != key
+    _write_snapshots(tmp_path / "run", [0, 10, 20], [30, 2], seed=1)  # other snapshot bytes
+    assert study_key(kind, cfg, inputs) != key
+    with pytest.raises(ValueError, match="tol"):
+        study_key(kind, MasksConfig(tol=0.0), inputs)
+
+
+def test_prune_kind_stores_the_pruned_checkpoint_and_the_cli_copies_it(mlp_ckpt, tmp_path):
+    from dataclasses import replace
+
+    from landscape.checkpoints import content_hash
+    from landscape.store import Store
+    from landscape.studies import KINDS, find, study_key
+    from landscape.studies.prune import PruneConfig, PruneInputs, prune, pruned_checkpoint
+
+    kind, store = KINDS["prune"], Store(tmp_path / "store")
+    cfg, inputs = PruneConfig(sparsity=0.6), PruneInputs(mlp_ckpt)
+    key = study_key(kind, cfg, inputs)
+    assert study_key(kind, replace(cfg, lr=0.5, device="meta"), inputs) == key  # no fine-tune
+    assert study_key(kind, replace(cfg, finetune_epochs=1), inputs) != key
+    res = prune(cfg, inputs, store=store)
+    assert Path(res.path) == (store.root / "prune" / f"{key}.safetensors").resolve()
+    state, meta = prune_checkpoint(mlp_ckpt, 0.6)
+    assert pruned_checkpoint(res).hash == res.hash == content_hash(state)
+    assert res.metrics == meta["metrics"] and res.source_hash == mlp_ckpt.hash
+    assert find(kind, cfg, inputs, store=store) == res
+    Path(res.path).unlink()  # the artefact went missing: written again
+    assert pruned_checkpoint(prune(cfg, inputs, store=store)).hash == res.hash
+    out = tmp_path / "out" / "pruned.safetensors"
+    args = ["prune", str(mlp_ckpt.path), "--sparsity", "0.6", "--store", str(store.root)]
+    assert main([*args, "--out", str(out)]) == 0
+    assert out.read_bytes() == Path(res.path).read_bytes()
+    assert [p.name for p in out.parent.iterdir()] == ["pruned.safetensors"]  # no temp left

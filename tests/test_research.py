@@ -20,11 +20,14 @@ from torch import nn
 
 from landscape.checkpoints import CheckpointError, load_checkpoint
 from landscape.cli import main as cli
-from landscape.curves import evaluate_path, load_curve
+from landscape.curves import load_curve
 from landscape.data import Dataset
 from landscape.evaluate import EvalData
 from landscape.models import build_model
 from landscape.research import export_research, load_any, open_research, recognize
+from landscape.store import Store
+from landscape.studies.base import Context
+from landscape.studies.curve import evaluate_path
 from tests.research_files import (
     PRE,
     WRN,
@@ -192,7 +195,9 @@ def test_curve_file_converts_and_evaluates_like_its_stored_bends(tmp_path):
             )
             torch.testing.assert_close(got[name], want, rtol=1e-6, atol=1e-6)
     data = _tiny_cifar()
-    res = evaluate_path(model, found.curve, [0.0, 0.5, 1.0], EvalData.from_dataset(data))
+    context = Context(Store(tmp_path / "store"), "curve", "", None, (0, 1))
+    ts = np.array([0.0, 0.5, 1.0])
+    res = evaluate_path(model, found.curve, ts, EvalData.from_dataset(data), context)
     for i, t in enumerate((0.0, 0.5, 1.0)):
         point = {
             name: sum(
@@ -202,8 +207,8 @@ def test_curve_file_converts_and_evaluates_like_its_stored_bends(tmp_path):
             for name in points[0]
         }
         loss, acc = _naive_metrics(model, point, data)
-        assert res.train_loss[i] == pytest.approx(loss, rel=1e-4)
-        assert res.test_acc[i] == pytest.approx(acc)
+        assert res.columns["train_loss"][i] == pytest.approx(loss, rel=1e-4)
+        assert res.columns["test_acc"][i] == pytest.approx(acc)
 
 
 def test_vgg_curve_names_and_export_round_trip(tmp_path):

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import landscape.store as store_mod
 from landscape.store import CorruptResultWarning, Store, Stored, home, result_key
 
 INPUTS = {"a": "0123456789abcdef", "b": "fedcba9876543210", "subset": None, "cfg": {"points": 5}}
@@ -45,22 +44,21 @@ def _assert_arrays_equal(got, want):
 
 
 def test_result_key_stable_and_sensitive(monkeypatch):
-    key = result_key("curve", INPUTS)
+    key = result_key("curve", 1, INPUTS)
     assert len(key) == 24 and int(key, 16) >= 0
-    assert result_key("curve", dict(reversed(list(INPUTS.items())))) == key  # order-free
-    assert result_key("curve", json.loads(json.dumps(INPUTS))) == key
+    assert result_key("curve", 1, dict(reversed(list(INPUTS.items())))) == key  # order-free
+    assert result_key("curve", 1, json.loads(json.dumps(INPUTS))) == key
     others = {
-        result_key("plane", INPUTS),
-        result_key("curve", {**INPUTS, "a": "0123456789abcdee"}),
-        result_key("curve", {**INPUTS, "subset": 256}),
-        result_key("curve", {**INPUTS, "cfg": {"points": 6}}),
-        result_key("curve", {**INPUTS, "cfg": {"points": 5.5}}),
-        result_key("curve", {k: v for k, v in INPUTS.items() if k != "subset"}),
-        result_key("curve", {**INPUTS, "extra": 0}),
+        result_key("plane", 1, INPUTS),
+        result_key("curve", 1, {**INPUTS, "a": "0123456789abcdee"}),
+        result_key("curve", 1, {**INPUTS, "subset": 256}),
+        result_key("curve", 1, {**INPUTS, "cfg": {"points": 6}}),
+        result_key("curve", 1, {**INPUTS, "cfg": {"points": 5.5}}),
+        result_key("curve", 1, {k: v for k, v in INPUTS.items() if k != "subset"}),
+        result_key("curve", 1, {**INPUTS, "extra": 0}),
     }
     assert key not in others and len(others) == 7
-    monkeypatch.setattr(store_mod, "__version__", "999.0")  # new code: old results not reused
-    assert result_key("curve", INPUTS) != key
+    assert result_key("curve", 2, INPUTS) != key  # a new version of the kind: old results stale
 
 
 def test_home_and_default_root(monkeypatch, tmp_path):
@@ -188,8 +186,8 @@ def test_corruption_warns_and_removes(tmp_path, corruption):
     assert store.load("curve", "k") is None  # now simply absent, no second warning
 
 
-def _count_calls(log: Path, result: float = 1.0):
-    def compute(key: str):
+def _count_calls(log: Path, result: float = 1.0, key: str = "k"):
+    def compute():
         with open(log, "a") as f:
             f.write(key + "\n")
         return {"value": result}, {"grid": np.full((2, 2), result)}
@@ -203,27 +201,32 @@ def _calls(log: Path) -> list[str]:
 
 def test_get_or_compute_once(tmp_path):
     store, log = Store(tmp_path / "s"), tmp_path / "log"
-    first = store.get_or_compute("curve", INPUTS, _count_calls(log))
-    key = result_key("curve", INPUTS)
+    key = result_key("curve", 1, INPUTS)
+    first = store.get_or_compute("curve", key, _count_calls(log, key=key))
     assert _calls(log) == [key] and first.key == key
-    assert first.data == {"value": 1.0, "inputs": INPUTS}
-    second = store.get_or_compute("curve", dict(reversed(list(INPUTS.items()))), _count_calls(log))
+    assert first.data == {"value": 1.0}
+    reordered = result_key("curve", 1, dict(reversed(list(INPUTS.items()))))
+    second = store.get_or_compute("curve", reordered, _count_calls(log))
     assert _calls(log) == [key]  # served from the store
     assert second.data == first.data
     _assert_arrays_equal(second.arrays, first.arrays)
-    store.get_or_compute("curve", {**INPUTS, "subset": 64}, _count_calls(log))
+    store.get_or_compute(
+        "curve", result_key("curve", 1, {**INPUTS, "subset": 64}), _count_calls(log)
+    )
     assert len(_calls(log)) == 2  # different inputs, different result
 
 
 @pytest.mark.parametrize("corruption", ["truncated_json", "edited_payload", "modified_npz"])
 def test_get_or_compute_recomputes_after_corruption(tmp_path, corruption):
     store, log = Store(tmp_path / "s"), tmp_path / "log"
-    store.get_or_compute("curve", INPUTS, _count_calls(log, 1.0))
-    key = result_key("curve", INPUTS)
+    store.get_or_compute("curve", result_key("curve", 1, INPUTS), _count_calls(log, 1.0))
+    key = result_key("curve", 1, INPUTS)
     j, n = store._paths("curve", key)
     CORRUPTIONS[corruption][0](j, n)
     with pytest.warns(CorruptResultWarning):
-        again = store.get_or_compute("curve", INPUTS, _count_calls(log, 2.0))
+        again = store.get_or_compute(
+            "curve", result_key("curve", 1, INPUTS), _count_calls(log, 2.0)
+        )
     assert len(_calls(log)) == 2
     assert again.data["value"] == 2.0  # the fresh result, never the damaged one
     reread = store.load("curve", key)
@@ -292,9 +295,9 @@ def _worker(root: str, log: str, barrier, results, no_lock: bool) -> None:
 
         Store.lock = no_op
 
-    def compute(key: str):
+    def compute():
         with open(log, "a") as f:
-            f.write(f"{key}\n")
+            f.write("computed\n")
         if no_lock:
             # Wait until the other process is also computing: proves the race happened.
             with contextlib.suppress(Exception):
@@ -304,7 +307,7 @@ def _worker(root: str, log: str, barrier, results, no_lock: bool) -> None:
         return {"pid": mp.current_process().pid}, {"a": np.arange(3)}
 
     barrier.wait(timeout=10)
-    got = Store(root).get_or_compute("plane", INPUTS, compute)
+    got = Store(root).get_or_compute("plane", result_key("plane", 1, INPUTS), compute)
     results.put(got.data["pid"])
 
 

@@ -118,6 +118,17 @@ def test_sweep_table_frontier_magnitude_and_resume(tmp_path, device):
     assert (again.trained, again.reused) == (0, 2) and again.rows == res.rows
     assert [_digest(f) for f in files] == before
 
+    # Through the study kind: the same table, everything reused, found again without computing.
+    from landscape.store import Store
+    from landscape.studies import KINDS, find, run
+    from landscape.studies.sweep import SweepInputs
+
+    store = Store(tmp_path / "store")
+    via = run(KINDS["sweep"], cfg, SweepInputs(out), store=store)
+    assert via.rows == res.rows and (via.trained, via.reused) == (0, 2)
+    assert find(KINDS["sweep"], cfg, SweepInputs(out), store=store) == via
+    assert [_digest(f) for f in files] == before
+
     # A run whose record names another config, and one with a torn final checkpoint, are redone.
     rec_path = out / grda[0]["path"] / "run.json"
     record = json.loads(rec_path.read_text())

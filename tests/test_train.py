@@ -8,8 +8,9 @@ from landscape.checkpoints import load_checkpoint
 from landscape.data import load_dataset
 from landscape.evaluate import EvalData
 from landscape.models import prunable_names
-from landscape.params import evaluate, sparsity
-from landscape.train import TrainConfig, lr_factor, make_initial, train
+from landscape.params import sparsity
+from landscape.train import Loop, TrainConfig, lr_factor, make_initial, train
+from tests.reference import evaluate
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"arch": "mlp", "arch_kwargs": {"widths": [16]}, "epochs": 2, "batch_size": 128}
@@ -51,11 +52,82 @@ def test_run_folder_contents_and_metrics(tmp_path):
     data = load_dataset("digits")
     model = final.build_model()
     params = dict(model.named_parameters())
-    te = evaluate(model, params, dict(model.named_buffers()), data.x_test, data.y_test)
-    assert record["metrics"]["test_loss"] == pytest.approx(te.loss, abs=1e-6)
-    assert record["metrics"]["test_acc"] == pytest.approx(te.acc)
+    te_loss, te_acc = evaluate(model, params, dict(model.named_buffers()), data.x_test, data.y_test)
+    assert record["metrics"]["test_loss"] == pytest.approx(te_loss, abs=1e-6)
+    assert record["metrics"]["test_acc"] == pytest.approx(te_acc)
     assert final.meta["optimizer"]["name"] == "sgd"
     assert final.meta["data"] == {"name": "digits", "split_seed": 0}
+
+
+def test_failed_run_record_write_leaves_no_record_and_no_temp(tmp_path, monkeypatch):
+    import landscape.store
+
+    real = landscape.store.os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith("run.json"):
+            raise OSError("disk full")
+        return real(src, dst)
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text("{}")  # an earlier run's record must not survive a retrain
+    monkeypatch.setattr(landscape.store.os, "replace", replace)
+    with pytest.raises(OSError, match="disk full"):
+        train(TrainConfig(**TINY, snapshots=0), out)
+    assert sorted(p.name for p in out.iterdir()) == ["final.safetensors", "trajectory"]
+
+
+def test_failed_curve_write_leaves_no_file_and_no_temp(tmp_path, monkeypatch):
+    from landscape.checkpoints import save_checkpoint
+    from landscape.curves import BezierCurve, CurveConfig, load_curve, save_curve
+    from landscape.models import build_model
+
+    arch = {"name": "mlp", "kwargs": {"in_shape": [1, 8, 8], "num_classes": 10, "widths": [4]}}
+    ends = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model(arch["name"], **arch["kwargs"])
+        save_checkpoint(tmp_path / f"{seed}.safetensors", model, {"arch": arch})
+        ends.append(load_checkpoint(tmp_path / f"{seed}.safetensors"))
+    curve = BezierCurve(ends[0].state, ends[1].state)
+    monkeypatch.setattr("landscape.store.os.replace", _disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        save_curve(tmp_path / "c.safetensors", curve, *ends, CurveConfig())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.safetensors", "1.safetensors"]
+    monkeypatch.undo()
+    assert load_curve(save_curve(tmp_path / "c.safetensors", curve, *ends, CurveConfig()), *ends)
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError("disk full")
+
+
+def test_loop_matches_a_hand_written_sgd_loop():
+    torch.manual_seed(0)
+    x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+    models = [torch.nn.Linear(4, 3) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in models]
+    batches = [(x[i : i + 6], y[i : i + 6]) for i in range(0, 20, 6)]
+    for xb, yb in batches:
+        if len(yb) < 6:
+            continue
+        loss = torch.nn.functional.cross_entropy(models[0](xb), yb)
+        opts[0].zero_grad()
+        loss.backward()
+        opts[0].step()
+    seen, calls = [], []
+    loop = Loop(opts[1], total=4, progress=lambda *a: calls.append(a))
+    loop.epoch(
+        lambda xb, yb: None if len(yb) < 6 else models[1](xb),  # the short last batch skipped
+        batches + [(x[:2], y[:2])],
+        after_step=lambda step, loss, logits, yb: seen.append((step, len(yb))),
+        stage="s",
+    )
+    assert torch.equal(models[0].weight, models[1].weight)
+    assert seen == [(1, 6), (2, 6), (3, 6)] and loop.step == 5  # 4 batches counted, 1 skipped
+    assert calls == [(1, 4, "s"), (2, 4, "s"), (3, 4, "s")]
 
 
 def test_training_is_deterministic(tmp_path):
@@ -99,7 +171,7 @@ def test_default_checkpoints_meet_targets():
         m = ck.build_model()
         accs[name] = evaluate(
             m, dict(m.named_parameters()), dict(m.named_buffers()), data.x_test, data.y_test
-        ).acc
+        )[1]
     assert accs["grda"] >= accs["sgd"] - 0.02
     for run in ("sgd", "grda"):
         record = json.loads((REPO / "checkpoints" / run / "run.json").read_text())

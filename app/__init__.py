@@ -1,1 +1,0 @@
-"""Streamlit dashboard: `streamlit run app/main.py` from the repository root."""

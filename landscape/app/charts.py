@@ -1,0 +1,380 @@
+"""Plotly figure builders: data in, ``go.Figure`` out.
+
+Pure functions with no Streamlit and no computation beyond arranging the data, so tests check
+them without a browser. Metric names follow ``landscape.evaluate.METRICS`` (train/test loss,
+accuracy and ECE) plus the columns of path results. Figures of planes (contours, surfaces,
+PCA trajectories) are in :mod:`landscape.app.charts_surfaces`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+LABELS = {
+    "train_loss": "train loss",
+    "test_loss": "test loss",
+    "train_acc": "train accuracy",
+    "test_acc": "test accuracy",
+    "train_err": "train error (1 - accuracy)",
+    "test_err": "test error (1 - accuracy)",
+    "train_ece": "train calibration error (ECE, 15 bins)",
+    "test_ece": "test calibration error (ECE, 15 bins)",
+    "sparsity": "sparsity (exact zeros)",
+    "sparsity_small": "sparsity (|w| < 1e-3)",
+    "weight_norm": "weight norm",
+}
+PATH_COLORS = {"curve": "#d62728", "line": "#1f77b4"}  # Bezier curve red, straight line blue
+POINT_SYMBOLS = ("circle", "diamond", "square", "cross", "x", "star")
+LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
+
+
+def label(metric: str) -> str:
+    """Human name of a metric key."""
+    return LABELS.get(metric, metric.replace("_", " "))
+
+
+def is_loss(metric: str) -> bool:
+    return metric.endswith("_loss")
+
+
+def layer_sparsity_bars(layers: Mapping[str, Mapping[str, float]], *, title: str = "") -> go.Figure:
+    """Grouped bars of per-layer sparsity, one group of bars per checkpoint.
+
+    Args:
+        layers: ``{checkpoint label: {layer name: fraction of zeros}}``.
+        title: figure title.
+    """
+    fig = go.Figure()
+    for name, per_layer in layers.items():
+        fig.add_bar(
+            name=name,
+            x=list(per_layer),
+            y=list(per_layer.values()),
+            hovertemplate="%{x}<br>sparsity %{y:.3f}<extra>" + name + "</extra>",
+        )
+    fig.update_layout(
+        **LAYOUT,
+        title=title or "Sparsity per layer",
+        barmode="group",
+        xaxis_title="layer",
+        yaxis={"title": "fraction of exactly-zero weights", "range": [0, 1]},
+    )
+    return fig
+
+
+def training_curves(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> go.Figure:
+    """Per-epoch loss, accuracy and sparsity of training runs, in three panels.
+
+    Args:
+        histories: ``{run label: run.json history}``, each entry with epoch, train_loss,
+            train_acc, test_loss, test_acc, sparsity.
+    """
+    fig = make_subplots(
+        rows=1, cols=3, subplot_titles=("loss", "accuracy", "sparsity"), horizontal_spacing=0.08
+    )
+    for i, (name, history) in enumerate(histories.items()):
+        epoch = [h["epoch"] for h in history]
+        color = f"hsl({(i * 137) % 360}, 60%, 45%)"
+        for col, keys in ((1, ("train_loss", "test_loss")), (2, ("train_acc", "test_acc"))):
+            for key in keys:
+                fig.add_scatter(
+                    x=epoch,
+                    y=[h[key] for h in history],
+                    name=f"{name} {label(key)}",
+                    line={"color": color, "dash": "solid" if key.startswith("train") else "dot"},
+                    row=1,
+                    col=col,
+                )
+        fig.add_scatter(
+            x=epoch,
+            y=[h["sparsity"] for h in history],
+            name=f"{name} sparsity",
+            line={"color": color},
+            row=1,
+            col=3,
+        )
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text="cross-entropy", type="log", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy", row=1, col=2)
+    fig.update_yaxes(title_text="fraction of zeros", range=[0, 1], row=1, col=3)
+    fig.update_layout(**LAYOUT, title="Training curves", height=380)
+    return fig
+
+
+def path_metric(
+    t: np.ndarray,
+    paths: Mapping[str, np.ndarray],
+    metric: str,
+    *,
+    log_y: bool = False,
+    at: float | None = None,
+) -> go.Figure:
+    """One metric along paths between the two checkpoints (t = 0 is A, t = 1 is B).
+
+    Args:
+        t: (points,) path parameter.
+        paths: ``{"curve": values, "line": values}`` (any names), each (points,).
+        metric: metric key, for titles.
+        log_y: logarithmic y axis (for losses).
+        at: draw a vertical marker at this t.
+    """
+    fig = go.Figure()
+    for name, values in paths.items():
+        fig.add_scatter(
+            x=t,
+            y=values,
+            name=name,
+            mode="lines+markers",
+            marker={"size": 4},
+            line={"color": PATH_COLORS.get(name)},
+            hovertemplate="t = %{x:.3f}<br>"
+            + label(metric)
+            + " %{y:.4g}<extra>"
+            + name
+            + "</extra>",
+        )
+    if at is not None:
+        fig.add_vline(x=at, line={"dash": "dash", "color": "gray"})
+    fig.update_layout(
+        **LAYOUT,
+        title=f"{label(metric)} along the paths",
+        xaxis_title="t (0 = A, 1 = B)",
+        yaxis={"title": label(metric), "type": "log" if log_y else "linear"},
+        height=360,
+    )
+    return fig
+
+
+def layer_values(
+    values: Mapping[str, Sequence[float]], layers: Sequence[str], *, title: str
+) -> go.Figure:
+    """Grouped bars of per-layer values, e.g. sparsity at one point of each path.
+
+    Args:
+        values: ``{series name: (layers,) values}``.
+        layers: layer names (the x axis).
+        title: figure title.
+    """
+    fig = go.Figure()
+    for name, vals in values.items():
+        fig.add_bar(name=name, x=list(layers), y=list(vals), marker_color=PATH_COLORS.get(name))
+    fig.update_layout(
+        **LAYOUT,
+        title=title,
+        barmode="group",
+        xaxis_title="layer",
+        yaxis={"title": "fraction of exactly-zero weights", "range": [0, 1]},
+        height=320,
+    )
+    return fig
+
+
+def eigenvalues(values: np.ndarray) -> go.Figure:
+    """Top-k Hessian eigenvalues, largest first."""
+    values = np.asarray(values, dtype=float)
+    fig = go.Figure(
+        go.Bar(
+            x=np.arange(1, len(values) + 1),
+            y=values,
+            hovertemplate="lambda_%{x} = %{y:.4g}<extra></extra>",
+            name="eigenvalue",
+        )
+    )
+    fig.update_layout(
+        **LAYOUT,
+        title="Top Hessian eigenvalues at A",
+        xaxis={"title": "i", "dtick": 1},
+        yaxis_title="eigenvalue",
+        height=340,
+    )
+    return fig
+
+
+def overlaps(series: Mapping[str, np.ndarray]) -> go.Figure:
+    """|<v_i, d>| / |d| per eigenvector for several directions d, grouped bars.
+
+    Args:
+        series: ``{direction name: (k,) overlaps}``, e.g. pruning direction, random,
+            magnitude pruning.
+    """
+    fig = go.Figure()
+    for name, vals in series.items():
+        vals = np.asarray(vals, dtype=float)
+        fig.add_bar(
+            x=np.arange(1, len(vals) + 1),
+            y=vals,
+            name=name,
+            hovertemplate="v_%{x}: %{y:.4g}<extra>" + name + "</extra>",
+        )
+    fig.update_layout(
+        **LAYOUT,
+        title="Overlap with the top Hessian eigenvectors",
+        barmode="group",
+        xaxis={"title": "eigenvector i", "dtick": 1},
+        yaxis_title="|<v_i, d>| / |d|",
+        height=360,
+    )
+    return fig
+
+
+def slices(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], metric: str, *, log_y: bool = False
+) -> go.Figure:
+    """1D slices: a metric along straight lines w + s d from a point.
+
+    Args:
+        curves: ``{direction name: (s, values)}``.
+        metric: metric key, for titles.
+        log_y: logarithmic y axis.
+    """
+    fig = go.Figure()
+    for name, (s, values) in curves.items():
+        fig.add_scatter(
+            x=s,
+            y=values,
+            name=name,
+            mode="lines+markers",
+            marker={"size": 4},
+            hovertemplate="s = %{x:.3f}<br>"
+            + label(metric)
+            + " %{y:.4g}<extra>"
+            + name
+            + "</extra>",
+        )
+    fig.update_layout(
+        **LAYOUT,
+        title=f"{label(metric)} along 1D slices",
+        xaxis_title="s (step along the direction)",
+        yaxis={"title": label(metric), "type": "log" if log_y else "linear"},
+        height=360,
+    )
+    return fig
+
+
+PRUNING_KINDS = {  # sweep table kind -> (legend name, colour, marker)
+    "grda": ("gRDA", "#636efa", "circle"),  # plotly's first two colours, as in the layer bars
+    "magnitude": ("magnitude-pruned SGD", "#ef553b", "diamond"),
+}
+
+
+def pruning_frontier(rows: Sequence[Mapping], *, selected: int | None = None) -> go.Figure:
+    """Test accuracy against sparsity of a sweep's models, with its Pareto frontier.
+
+    Args:
+        rows: sweep table rows (``landscape.sweep``): kind, c, mu, seed, sparsity, test_acc,
+            pareto (on the frontier of all rows).
+        selected: index of a row to ring.
+    """
+    fig = go.Figure()
+    for kind, (name, color, symbol) in PRUNING_KINDS.items():
+        idx = [i for i, r in enumerate(rows) if r["kind"] == kind]
+        if not idx:
+            continue
+        fig.add_scatter(
+            x=[rows[i]["sparsity"] for i in idx],
+            y=[rows[i]["test_acc"] for i in idx],
+            mode="markers",
+            name=name,
+            marker={"color": color, "symbol": symbol, "size": 10},
+            customdata=[[rows[i]["c"], rows[i]["mu"], rows[i]["seed"], i] for i in idx],
+            hovertemplate="c = %{customdata[0]:g}, mu = %{customdata[1]:g}, "
+            "seed %{customdata[2]}<br>sparsity %{x:.4f}<br>test accuracy %{y:.4f}"
+            "<extra>" + name + "</extra>",
+        )
+    front = sorted((r["sparsity"], r["test_acc"]) for r in rows if r["pareto"])
+    if front:
+        fig.add_scatter(
+            x=[p[0] for p in front],
+            y=[p[1] for p in front],
+            mode="lines",
+            name="Pareto frontier",
+            line={"color": "gray", "dash": "dash", "shape": "vh"},
+            hoverinfo="skip",
+        )
+    if selected is not None:
+        fig.add_scatter(
+            x=[rows[selected]["sparsity"]],
+            y=[rows[selected]["test_acc"]],
+            mode="markers",
+            name="selected",
+            marker={"size": 20, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 2}},
+            hoverinfo="skip",
+        )
+    fig.update_layout(
+        **LAYOUT,
+        title="Sparsity against test accuracy",
+        xaxis={"title": label("sparsity")},
+        yaxis={"title": label("test_acc")},
+        height=440,
+    )
+    return fig
+
+
+def mask_stability_curves(runs: Mapping[str, Mapping]) -> go.Figure:
+    """Zero-mask stability over training: sparsity, overlap with the final mask, flips.
+
+    Args:
+        runs: ``{run label: MaskStability as a dict}`` (``dataclasses.asdict`` of
+            ``landscape.pruning.mask_stability``): epochs, sparsity, jaccard_final, flipped
+            (None at the first snapshot), settled_step, steps, tol.
+    """
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=("sparsity", "Jaccard with the final mask", "flipped since last snapshot"),
+        horizontal_spacing=0.08,
+    )
+    tol = None
+    for i, (name, ms) in enumerate(runs.items()):
+        color = f"hsl({(i * 137) % 360}, 60%, 45%)"
+        epochs = list(ms["epochs"])
+        for col, key in ((1, "sparsity"), (2, "jaccard_final")):
+            fig.add_scatter(
+                x=epochs,
+                y=list(ms[key]),
+                name=name,
+                legendgroup=name,
+                showlegend=col == 1,
+                mode="lines+markers",
+                line={"color": color},
+                row=1,
+                col=col,
+            )
+        fig.add_scatter(  # the first snapshot has no previous one: its None leaves no point
+            x=epochs[1:],
+            y=list(ms["flipped"])[1:],
+            name=name,
+            legendgroup=name,
+            showlegend=False,
+            mode="lines+markers",
+            line={"color": color},
+            row=1,
+            col=3,
+        )
+        if ms["settled_step"] is not None:
+            k = list(ms["steps"]).index(ms["settled_step"])
+            fig.add_scatter(
+                x=[epochs[k]],
+                y=[ms["jaccard_final"][k]],
+                name=f"{name} settled",
+                legendgroup=name,
+                showlegend=False,
+                mode="markers",
+                marker={"symbol": "star", "size": 14, "color": color},
+                hovertemplate="mask settled after epoch %{x:.2f}<extra>" + name + "</extra>",
+                row=1,
+                col=2,
+            )
+        tol = ms["tol"]
+    if tol is not None:
+        fig.add_hline(y=tol, line={"dash": "dash", "color": "gray"}, row=1, col=3)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text="fraction of zeros", range=[0, 1], row=1, col=1)
+    fig.update_yaxes(title_text="|Z ∩ Z_final| / |Z ∪ Z_final|", range=[0, 1.02], row=1, col=2)
+    fig.update_yaxes(title_text="fraction of weights", type="log", row=1, col=3)
+    fig.update_layout(**LAYOUT, title="Mask stability (Z: zero weights)", height=380)
+    return fig

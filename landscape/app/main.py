@@ -1,0 +1,46 @@
+"""Dashboard entry script: ``landscape app`` runs ``streamlit run`` on this file.
+
+Builds the navigation (one file per page in ``views/`` next to this file, found by absolute
+path so the installed package works from any folder) and the sidebar (study, A/B, device)
+that every page reads through ``landscape.app.sidebar.selection()``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from landscape.app import sidebar
+
+VIEWS = Path(__file__).resolve().parent / "views"
+PAGES = (  # file stem, title, icon; the first is the default page
+    ("overview", "Overview", ":material/dashboard:"),
+    ("connectivity", "Connectivity", ":material/timeline:"),
+    ("plane", "Plane", ":material/grid_on:"),
+    ("trajectories", "Trajectories", ":material/route:"),
+    ("directions", "Directions", ":material/explore:"),
+    ("pruning", "Pruning", ":material/content_cut:"),
+    ("upload", "Upload", ":material/upload_file:"),
+)
+
+
+def page_path(stem: str) -> Path:
+    """The absolute path of a page script (``st.switch_page`` takes it too)."""
+    return VIEWS / f"{stem}.py"
+
+
+def run() -> None:
+    """Draw the sidebar and run the selected page."""
+    st.set_page_config(page_title="landscape", page_icon=":material/landscape:", layout="wide")
+    pages = [
+        st.Page(page_path(stem), title=title, icon=icon, default=i == 0)
+        for i, (stem, title, icon) in enumerate(PAGES)
+    ]
+    page = st.navigation(pages)
+    st.session_state["selection"] = sidebar.sidebar()
+    page.run()
+
+
+if __name__ == "__main__":
+    run()

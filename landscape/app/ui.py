@@ -1,0 +1,175 @@
+"""Layout helpers shared by the pages: a chart with its downloads, and the compute panel."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from landscape.app import jobs, sidebar
+from landscape.app.jobs import Job, Jobs
+from landscape.app.sidebar import Selection
+from landscape.checkpoints import CheckpointError
+from landscape.curves import CurveConfig
+from landscape.data import DataError
+from landscape.progress import Progress
+
+_PROGRESS_EVERY_S = 0.1  # redraw the progress bar at most this often
+
+
+@contextmanager
+def progress_bar(title: str) -> Iterator[Progress]:
+    """An ``st.progress`` bar with stage text, driven by the Progress callback protocol."""
+    bar = st.progress(0.0, text=f"{title}: starting")
+    last = 0.0
+
+    def update(done: int, total: int, stage: str) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < _PROGRESS_EVERY_S and done < total:
+            return
+        last = now
+        frac = min(max(done / total, 0.0), 1.0) if total else 0.0
+        bar.progress(frac, text=f"{title}: {stage} ({done}/{total})")
+
+    try:
+        yield update
+    finally:
+        bar.empty()
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def data_bytes(data: pd.DataFrame | Mapping[str, Any]) -> tuple[bytes, str, str]:
+    """A chart's data as (bytes, file extension, MIME type): CSV for tables, else JSON."""
+    if isinstance(data, pd.DataFrame):
+        return data.to_csv(index=False).encode(), "csv", "text/csv"
+    return json.dumps(_jsonable(data), indent=1).encode(), "json", "application/json"
+
+
+def figure_html(fig: go.Figure) -> bytes:
+    """A standalone HTML file of the figure (plotly.js embedded: opens offline)."""
+    return fig.to_html(include_plotlyjs=True, full_html=True).encode()
+
+
+def chart(fig: go.Figure, data: pd.DataFrame | Mapping[str, Any], name: str) -> None:
+    """Draw a figure with two download buttons: its data (CSV or JSON) and the figure (HTML).
+
+    Args:
+        fig: the figure.
+        data: the numbers drawn, as a table (CSV) or a dict of arrays (JSON).
+        name: file stem of the downloads and widget-key prefix (unique on the page).
+    """
+    st.plotly_chart(fig, key=f"{name}_chart")
+    blob, ext, mime = data_bytes(data)
+    left, right, _ = st.columns([1, 1, 4])
+    # Deferred figure HTML (several MB with plotly.js) is only built when clicked; "ignore"
+    # keeps a download from rerunning the page.
+    left.download_button(
+        f"Data ({ext.upper()})",
+        data=blob,
+        file_name=f"{name}.{ext}",
+        mime=mime,
+        key=f"{name}_data",
+        on_click="ignore",
+        icon=":material/download:",
+    )
+    right.download_button(
+        "Figure (HTML)",
+        data=lambda: figure_html(fig),
+        file_name=f"{name}.html",
+        mime="text/html",
+        key=f"{name}_html",
+        on_click="ignore",
+        icon=":material/download:",
+    )
+
+
+def compute_button(
+    title: str, cost: str, run: Callable[[Progress], Any], *, key: str, label: str = ""
+) -> Any | None:
+    """Explain what a missing result costs and compute it when the button is pressed.
+
+    Args:
+        title: what is computed ("the curve", "the plane").
+        cost: the estimate shown to the user.
+        run: ``run(progress)`` computes and stores the result, returning it.
+        key: widget key of the button.
+        label: the button's text (default "Compute <title>").
+
+    Returns:
+        The result of ``run`` once pressed (None before, or on bad input, which is shown as
+        an error without a traceback).
+    """
+    st.info(f"Not computed yet: {title}. Cost: {cost}.", icon=":material/hourglass_empty:")
+    if not st.button(label or f"Compute {title}", key=key, type="primary"):
+        return None
+    try:
+        with progress_bar(title) as progress:
+            return run(progress)
+    except (CheckpointError, DataError, ValueError) as err:
+        st.error(f"Could not compute {title}: {err}")
+        return None
+
+
+def result(job: Job | Jobs, sel: Selection, *, key: str, label: str = "") -> Any | None:
+    """The job's stored result; if missing, its cost and a button that computes it.
+
+    Args:
+        job: the computation (several shown together: their results as ``{name: result}``).
+        sel: the sidebar selection (the cost is measured on A's data and device).
+        key: widget key of the compute button.
+        label: its text (default "Compute <title>").
+
+    Returns:
+        The stored (or just computed) typed result (``landscape.studies``), or None.
+    """
+    try:
+        found = jobs.find(job)
+        if found is not None:
+            return found
+        cost = jobs.cost_text(job, sel.a, sel.device)
+    except (CheckpointError, DataError, ValueError) as err:
+        st.error(f"Cannot compute {job.title} for this study: {err}", icon=":material/error:")
+        return None
+    return compute_button(job.title, cost, lambda p: jobs.compute(job, p), key=key, label=label)
+
+
+CURVE_KEY = "curve_config"  # session state: the curve options, shared by Connectivity and Plane
+IMPORTED_KEY = "curve_imported"  # session state: the imported curve chosen on Connectivity
+
+
+def curve_config(sel: Selection) -> CurveConfig:
+    """The curve options last chosen on the Connectivity page (defaults before that)."""
+    saved = st.session_state.get(CURVE_KEY, CurveConfig())
+    return replace(saved, device=sel.device, data_root=sidebar.data_root(sel.a))
+
+
+def bn_subset(value: int) -> int | None:
+    """The BN-subset widget's value as a config value: 0 means all training samples."""
+    return int(value) or None
+
+
+def imported_curve(sel: Selection) -> Path | None:
+    """The imported curve last chosen on the Connectivity page, if it joins this study's A, B."""
+    chosen = st.session_state.get(IMPORTED_KEY)
+    return chosen if chosen is not None and chosen in sidebar.imported_curves(sel) else None

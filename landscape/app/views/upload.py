@@ -1,0 +1,196 @@
+"""Upload: add checkpoints (kept by content hash) and name studies from two or more of them."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from landscape.app import sidebar
+from landscape.checkpoints import CheckpointError
+from landscape.data import DATASETS, NORMALIZATIONS, DataError
+from landscape.models import MODELS, RESEARCH_ARCHS
+from landscape.workspace import Member, Upload, create_study, list_uploads
+
+MB = 1024 * 1024
+RECOGNISED = "Recognised (from the file's keys)"
+ARCH_CHOICES = sorted(MODELS) + sorted(RESEARCH_ARCHS)
+
+
+def _suggest(prefix: str, file, suggested: dict) -> None:
+    """Preset the data widgets to what a newly recognised file's runs used (once per file)."""
+    ident = (file.name, file.size)
+    if st.session_state.get(f"{prefix}_suggested_for") != ident:
+        st.session_state[f"{prefix}_suggested_for"] = ident
+        st.session_state[f"{prefix}_data"] = suggested.get("name", "digits")
+        st.session_state[f"{prefix}_norm"] = suggested.get("normalize", "none")
+        st.session_state[f"{prefix}_arch"] = RECOGNISED
+
+
+def _data_options(prefix: str) -> dict:
+    cols = st.columns(4)
+    name = cols[0].selectbox("Data set", DATASETS, key=f"{prefix}_data")
+    seed = cols[1].number_input("Split seed", min_value=0, value=0, step=1, key=f"{prefix}_seed")
+    norm = cols[2].selectbox(
+        "Normalisation", sorted(NORMALIZATIONS), key=f"{prefix}_norm",
+        help="per-channel (x - mean) / std, as the runs were trained",
+    )  # fmt: skip
+    root = cols[3].text_input(
+        "Data folder", key=f"{prefix}_root", disabled=name == "digits",
+        help="folder with the mnist / cifar10 / cifar100 files (nothing is downloaded)",
+    )  # fmt: skip
+    data = {"name": name, "split_seed": int(seed)}
+    if norm != "none":
+        data["normalize"] = norm
+    if name != "digits" and root.strip():
+        data["root"] = root.strip()
+    if name != "digits" and not root.strip():
+        st.warning(
+            f"{name} is not bundled: give the folder with its files, or every computation on "
+            "this checkpoint will stop at loading the data.",
+            icon=":material/folder_open:",
+        )
+    return data
+
+
+def _recognised(file) -> dict | None:
+    """What a .pt/.pth file is (shown before it is added); None for .safetensors."""
+    if file is None or file.name.lower().endswith(".safetensors"):
+        return None
+    try:
+        found = sidebar.inspect_research(file.getvalue(), file.name)
+    except CheckpointError as err:
+        st.info(f"Architecture not recognised, choose it below: {err}", icon=":material/help:")
+        return None
+    what = (
+        f"a Bezier curve of order {found['order']} (its two endpoints and bends are kept)"
+        if found["kind"] == "curve"
+        else "a model"
+    )
+    opt = found["optimizer"] or {}
+    trained = ", ".join(f"{k} {v}" for k, v in opt.items()) if opt else "no optimizer state"
+    st.info(
+        f"**Recognised: {found['label']}**, {what}; architecture `{found['arch']['name']}` "
+        f"{json.dumps(found['arch']['kwargs'])}; epoch {found['epoch']}; {trained}. "
+        f"Keep *Recognised* below to confirm, or choose another architecture.",
+        icon=":material/check_circle:",
+    )
+    return found
+
+
+def _show_upload(up: Upload) -> None:
+    verb = "Stored" if up.new else "Already stored (same weights)"
+    s = sidebar.summary(up.member)
+    st.success(
+        f"{verb}: **{up.member.label}**, content hash `{up.hash}`, architecture "
+        f"{s.arch['name']} {json.dumps(s.arch.get('kwargs', {}))}, data "
+        f"{(s.data or {}).get('name')}, {s.n_params:,} parameters, sparsity {s.sparsity:.2%}."
+    )
+
+
+def _upload_section(limit_mb: int) -> None:
+    st.subheader("Add a checkpoint")
+    st.caption(
+        f"A `.safetensors` file written by `landscape train` carries its architecture and data "
+        f"set. A `.pt`/`.pth` file (read with `torch.load(weights_only=True)`: no code runs) is "
+        f"a state dict, or a model or curve file saved by the mode-connectivity research code "
+        f"(VGG16, PreResNet, WideResNet28x10): its architecture is recognised from its keys or "
+        f"chosen below. Size limit: {limit_mb} MB (server.maxUploadSize)."
+    )
+    file = st.file_uploader("Checkpoint file", type=["safetensors", "pt", "pth"], key="upload_file")
+    found = _recognised(file)
+    with st.expander(
+        "Architecture (for .pt/.pth)",
+        expanded=file is not None and not file.name.endswith(".safetensors"),
+    ):
+        if found:
+            _suggest("upload", file, found["data"])
+        choices = ([RECOGNISED] if found else []) + ARCH_CHOICES
+        arch_name = st.selectbox("Architecture", choices, key="upload_arch")
+        arch_kwargs = st.text_input(
+            "Arguments (JSON)", value="", key="upload_kwargs", placeholder='{"widths": [64, 64]}'
+        )
+    st.caption("Data set (used when the file names none):")
+    data = _data_options("upload")
+    if not st.button("Add checkpoint", key="upload_add", disabled=file is None, type="primary"):
+        return
+    try:
+        up = sidebar.upload_checkpoint(
+            file.getvalue(),
+            file.name,
+            arch_name=None if arch_name == RECOGNISED else arch_name,
+            arch_kwargs=arch_kwargs,
+            data=data,
+            max_bytes=limit_mb * MB,
+        )
+    except (CheckpointError, DataError, ValueError) as err:
+        st.error(f"Not added: {err}", icon=":material/error:")
+        return
+    _show_upload(up)
+    if up.study:
+        sidebar.select_study_next_run(up.study)
+        st.success(
+            f"Study **{up.study}** holds the curve's endpoints; its Connectivity page shows the "
+            f"imported curve beside one fitted here.",
+            icon=":material/timeline:",
+        )
+
+
+def _study_section() -> None:
+    st.subheader("New study")
+    available = sidebar.members_available()
+    if len(available) < 2:
+        st.info("Upload a checkpoint to combine it with the default ones.")
+        return
+    options = list(range(len(available)))
+    names = [f"{m.label} ({m.path})" for m in available]
+    name = st.text_input("Study name", key="study_name")
+    chosen = st.multiselect(
+        "Checkpoints (the first is A, the second B)",
+        options,
+        format_func=names.__getitem__,
+        key="study_members",
+    )
+    if not st.button("Create study", key="study_create"):
+        return
+    members: list[Member] = [available[i] for i in chosen]
+    try:
+        study = create_study(name, members)
+    except (CheckpointError, ValueError) as err:
+        st.error(f"Study not created: {err}", icon=":material/error:")
+        return
+    sidebar.select_study_next_run(study.name)
+    st.rerun()
+
+
+def _uploads_table() -> None:
+    uploads = list_uploads()
+    if not uploads:
+        return
+    st.subheader("Uploaded checkpoints")
+    rows = []
+    for m in uploads:
+        s = sidebar.summary(m)
+        rows.append(
+            {
+                "label": m.label,
+                "hash": s.hash,
+                "architecture": s.arch["name"],
+                "data": (s.data or {}).get("name"),
+                "parameters": s.n_params,
+                "sparsity": round(s.sparsity, 4),
+                "file": m.path,
+            }
+        )
+    st.dataframe(pd.DataFrame(rows), key="uploads_table")
+
+
+def main() -> None:
+    st.title("Upload")
+    _upload_section(int(st.get_option("server.maxUploadSize")))
+    _uploads_table()
+    _study_section()
+
+
+main()

@@ -1,0 +1,253 @@
+"""The study commands: curve, plane, pca, random-plane, slice, hessian.
+
+Each builds the kind's config from its options (defaults from the config dataclass), loads the
+inputs, prints an estimate, runs ``landscape.studies.run`` (sharded over processes for the grid
+commands) and prints the result's text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from landscape.checkpoints import CheckpointError
+from landscape.cli.options import add_config, config_from
+from landscape.cli.text import curve_table, describe
+from landscape.data import DataError
+from landscape.progress import terminal_progress
+from landscape.research import load_any, open_research
+from landscape.store import Store, atomic_write
+from landscape.studies import base, curve, hessian, pca, plane, random_plane, slices
+
+__all__ = ["COMMANDS"]
+
+
+def _store(args: argparse.Namespace) -> Store:
+    return Store(args.store) if args.store else Store()
+
+
+def _common(p: argparse.ArgumentParser, *, launcher: bool) -> None:
+    p.add_argument("--store", default=None, help="result folder (default $LANDSCAPE_HOME)")
+    if launcher:
+        p.add_argument(
+            "--launcher", type=int, default=1, help="evaluate with N local processes (or torchrun)"
+        )
+
+
+def _estimate(kind: base.Kind, cfg: Any, ckpt) -> None:
+    """One line on stderr before long work: the estimated time, from a quick measurement."""
+    from landscape.cost import estimate_text, measure_rates, study_cost
+
+    try:
+        rates = measure_rates(
+            ckpt, device=cfg.device, data_root=cfg.data_root, samples=512, repeats=1
+        )
+    except (CheckpointError, DataError, ValueError, RuntimeError):
+        return  # no estimate; the study itself reports the problem
+    print(estimate_text(study_cost(kind.name, cfg, rates.n_train), rates), file=sys.stderr)
+
+
+def _run_grid(args: argparse.Namespace, kind: base.Kind, cfg: Any, inputs: Any, a) -> int:
+    """Run a grid study on every rank of the process group; rank 0 prints the result."""
+    from landscape.distributed import launch, process_group, relaunch_argv
+
+    if args.launcher > 1 and "WORLD_SIZE" not in os.environ:
+        from landscape.cli import build_parser
+
+        return launch(args.launcher, relaunch_argv(args, build_parser().parse_args))
+    store = _store(args)
+    with process_group(cfg.device) as group:
+        if group.rank == 0:
+            _estimate(kind, cfg, a)
+        bar = terminal_progress(kind.name) if group.rank == 0 else nullcontext(None)
+        with bar as progress:
+            cfg = replace(cfg, device=group.device)
+            res = base.run(kind, cfg, inputs, store=store, progress=progress, shard=group.shard)
+    if group.rank == 0:
+        key = base.study_key(kind, cfg, inputs)
+        print(describe(kind.name, key, store.root / kind.name / f"{key}.json", res))
+    return 0
+
+
+def endpoints(args: argparse.Namespace):
+    """Checkpoints A and B and the curve given with ``--curve`` (None without it).
+
+    ``--curve`` takes a landscape curve file or a curve file of the research code (``.pt``);
+    the latter carries its own endpoints, which stand in for A and B when they are not given.
+    """
+    from landscape.curves import load_curve
+
+    if args.curve and Path(args.curve).suffix.lower() in (".pt", ".pth"):
+        found = open_research(args.curve)
+        if found.kind != "curve":
+            raise CheckpointError(f"{args.curve}: a model file, not a curve file")
+        a, b = (load_any(args.a), load_any(args.b)) if args.a else found.points
+        return a, b, found.curve
+    if not (args.a and args.b):
+        raise ValueError("give checkpoints A and B (or a research-code curve file with --curve)")
+    a, b = load_any(args.a), load_any(args.b)
+    return a, b, load_curve(args.curve, a, b) if args.curve else None
+
+
+def _cmd_plane(args: argparse.Namespace) -> int:
+    a, b, third = endpoints(args)
+    inputs = plane.PlaneInputs(a, b, third if third is not None else load_any(args.third))
+    return _run_grid(args, plane.KIND, config_from(args, plane.PlaneConfig), inputs, a)
+
+
+def _add_plane(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plane", help="loss/accuracy on the plane through A, a bend or C, and B")
+    p.add_argument("a", nargs="?", help="checkpoint A (origin)")
+    p.add_argument("b", nargs="?", help="checkpoint B")
+    third = p.add_mutually_exclusive_group(required=True)
+    third.add_argument(
+        "--curve", help="a curve between A and B (its bend is the 3rd point); a .pt curve file "
+        "of the research code brings its own A and B",
+    )  # fmt: skip
+    third.add_argument("--third", help="a third checkpoint C")
+    add_config(p, plane.PlaneConfig)
+    _common(p, launcher=True)
+    p.set_defaults(func=_cmd_plane)
+
+
+def _cmd_pca(args: argparse.Namespace) -> int:
+    from landscape.checkpoints import load_checkpoint
+
+    inputs = pca.PCAInputs(tuple(args.runs))
+    a = load_checkpoint(inputs.final)
+    return _run_grid(args, pca.KIND, config_from(args, pca.PCAConfig), inputs, a)
+
+
+def _add_pca(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pca", help="loss/accuracy on the PCA plane of training trajectories")
+    p.add_argument("runs", nargs="+", help="one or two run folders (with trajectory/)")
+    add_config(p, pca.PCAConfig, choices={"centre": pca.CENTRES})
+    _common(p, launcher=True)
+    p.set_defaults(func=_cmd_pca)
+
+
+def _cmd_random_plane(args: argparse.Namespace) -> int:
+    a = load_any(args.a)
+    cfg = config_from(args, random_plane.RandomPlaneConfig)
+    return _run_grid(args, random_plane.KIND, cfg, random_plane.RandomPlaneInputs(a), a)
+
+
+def _add_random_plane(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("random-plane", help="random filter-normalised plane around A")
+    p.add_argument("a", help="checkpoint at the centre")
+    add_config(p, random_plane.RandomPlaneConfig)
+    _common(p, launcher=True)
+    p.set_defaults(func=_cmd_random_plane)
+
+
+def _cmd_slice(args: argparse.Namespace) -> int:
+    a = load_any(args.a)
+    b = load_any(args.to) if args.to else None
+    hcfg = hessian.HessianConfig(k=1, subset=args.subset, data_root=args.data_root)
+    cfg = config_from(args, slices.SliceConfig, hessian=hcfg)
+    return _run_grid(args, slices.KIND, cfg, slices.SliceInputs(a, b), a)
+
+
+def _add_slice(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("slice", help="1D loss/accuracy along delta, random or top eigenvector")
+    p.add_argument("a", help="checkpoint A (s = 0)")
+    p.add_argument("--to", help="checkpoint B: delta = B - A (s = 1 is B)")
+    p.add_argument("--subset", type=int, default=None, help="Hessian samples (eigen)")
+    add_config(p, slices.SliceConfig, choices={"direction": slices.DIRECTIONS})
+    _common(p, launcher=True)
+    p.set_defaults(func=_cmd_slice)
+
+
+def _cmd_hessian(args: argparse.Namespace) -> int:
+    a = load_any(args.a)
+    b = load_any(args.direction_to) if args.direction_to else None
+    cfg = config_from(args, hessian.HessianConfig)
+    inputs = hessian.HessianInputs(a, b)
+    store = _store(args)
+    _estimate(hessian.KIND, cfg, a)
+    with terminal_progress("hessian") as progress:
+        res = base.run(hessian.KIND, cfg, inputs, store=store, progress=progress)
+    key = base.study_key(hessian.KIND, cfg, inputs)
+    print(describe("hessian", key, store.root / "hessian" / f"{key}.json", res))
+    return 0
+
+
+def _add_hessian(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("hessian", help="top Hessian eigenvalues; pruning-direction overlaps")
+    p.add_argument("a", help="checkpoint where the Hessian is taken (SGD minimum)")
+    p.add_argument("--direction-to", help="checkpoint B: overlaps of B - A (gRDA minimum)")
+    add_config(p, hessian.HessianConfig)
+    _common(p, launcher=False)
+    p.set_defaults(func=_cmd_hessian)
+
+
+def _write_curve_outputs(out: Path, res: curve.CurveResult, key: str) -> None:
+    """curve.safetensors, result.json and path.csv in ``out``, each written atomically."""
+    import io
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "curve.safetensors", Path(res.curve_file).read_bytes())
+    info, _ = res.to_arrays()
+    atomic_write(out / "result.json", json.dumps({**info, "key": key}, indent=2).encode())
+    cols = [(name, c) for name in ("curve", "line") for c in getattr(res, name)]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["t", *(f"{name}_{c}" for name, c in cols)])
+    for i, t in enumerate(res.t):
+        writer.writerow([f"{t:.6g}", *(f"{getattr(res, n)[c][i]:.8g}" for n, c in cols)])
+    atomic_write(out / "path.csv", buf.getvalue().encode())
+
+
+def _cmd_curve(args: argparse.Namespace) -> int:
+    from landscape.curves import CurveConfig
+
+    a, b, given = endpoints(args)
+    cfg = config_from(args, CurveConfig)
+    cfg.check()  # bad options fail before anything is written
+    if given is not None:
+        cfg = replace(cfg, order=given.order)
+    _estimate(curve.KIND, replace(cfg, epochs=0) if given is not None else cfg, a)
+    inputs = curve.CurveInputs(a, b, given)
+    store = _store(args)
+    with terminal_progress("curve") as progress:
+        res = base.run(curve.KIND, cfg, inputs, store=store, progress=progress)
+    out = Path(args.out)
+    _write_curve_outputs(out, res, base.study_key(curve.KIND, cfg, inputs))
+    print(curve_table(res, (_name(a, "A"), _name(b, "B"))))
+    print(f"written: {out / 'curve.safetensors'}, {out / 'result.json'}, {out / 'path.csv'}")
+    return 0
+
+
+def _name(ckpt, role: str) -> str:
+    """A's or B's name for the table: a run's final.safetensors is named after its folder."""
+    if ckpt.path is not None and ckpt.path.name == "final.safetensors":
+        return f"{ckpt.path.parent.name}/final"
+    return ckpt.name or role
+
+
+def _add_curve(sub: argparse._SubParsersAction) -> None:
+    from landscape.curves import CurveConfig
+
+    p = sub.add_parser("curve", help="fit a Bezier curve between two minima; loss along it")
+    p.add_argument("a", nargs="?", help="checkpoint A (t = 0)")
+    p.add_argument("b", nargs="?", help="checkpoint B (t = 1)")
+    p.add_argument(
+        "--out", required=True, help="folder for curve.safetensors, result.json, path.csv"
+    )
+    p.add_argument(
+        "--curve", default=None, help="evaluate this curve instead of fitting one: a landscape "
+        "curve file, or a .pt curve file of the research code (its endpoints are A and B)",
+    )  # fmt: skip
+    add_config(p, CurveConfig)
+    _common(p, launcher=False)
+    p.set_defaults(func=_cmd_curve)
+
+
+COMMANDS = (_add_curve, _add_plane, _add_pca, _add_random_plane, _add_slice, _add_hessian)

@@ -1,0 +1,235 @@
+"""Estimated cost of a study from measured per-pass times (one cost model for the app and CLI).
+
+Work is counted in forward passes over the training set (:class:`Cost`); a few timed
+evaluations on this machine (:class:`Rates`) turn it into seconds (:func:`estimate`). The
+counting functions (``curve_cost``, ``grid_cost``, ...) are pure; :func:`measure_rates` and
+:func:`measure_hvp` time the real evaluator and Hessian-vector product. No streamlit here: the
+app caches the measurements itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from landscape.checkpoints import Checkpoint
+    from landscape.evaluate import EvalData
+
+__all__ = [
+    "HVP_PASSES",
+    "TRAIN_EPOCH_PASSES",
+    "Cost",
+    "Rates",
+    "curve_cost",
+    "estimate",
+    "estimate_text",
+    "grid_cost",
+    "hessian_cost",
+    "measure_hvp",
+    "measure_rates",
+    "seconds_text",
+    "study_cost",
+    "sweep_cost",
+]
+
+TRAIN_EPOCH_PASSES = 3.0  # one training epoch (forward + backward) ~ 3 forward passes
+HVP_PASSES = 4.0  # one Hessian-vector product (double backward) ~ 4 forward passes of its data
+_REPEATS = 3  # timings per rate; the fastest counts (others' load only slows it)
+_POINTS = 3  # weight points per timed evaluation (the evaluator's set-up is paid once a call)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a computation costs, in the units its time is measured in.
+
+    Attributes:
+        passes: training-set forward passes outside point evaluation (a curve fit, training).
+        points: weight points evaluated (BN recalibration, train and test pass each).
+        bn_subset: BN recalibration samples of each point (None: the whole training set).
+        hvps: Hessian-vector products.
+        hvp_samples: training samples each product averages over (0: the whole training set).
+    """
+
+    passes: float = 0.0
+    points: int = 0
+    bn_subset: int | None = None
+    hvps: float = 0.0
+    hvp_samples: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(
+            self.passes + other.passes,
+            self.points + other.points,
+            self.bn_subset,
+            self.hvps + other.hvps,
+            self.hvp_samples or other.hvp_samples,
+        )
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Measured seconds per pass and per point on this machine (one checkpoint, one device)."""
+
+    per_pass: float  # one forward pass over the training set
+    per_point: float  # one point of evaluate_points (BN recalibration, train and test pass)
+    n_train: int
+    n_test: int
+
+    def point_passes(self, bn_subset: int | None) -> float:
+        """Forward passes (in training-set units) of one evaluated point: BN, train, test."""
+        bn = 1.0 if bn_subset is None else min(bn_subset, self.n_train) / self.n_train
+        return bn + 1.0 + self.n_test / self.n_train
+
+
+def curve_cost(cfg) -> Cost:
+    """A curve study (``CurveConfig``): the fit, then the curve and the line at ``points`` t."""
+    fit = TRAIN_EPOCH_PASSES * cfg.epochs if cfg.order > 1 else 0.0
+    return Cost(passes=fit, points=2 * cfg.points, bn_subset=cfg.bn_subset)
+
+
+def grid_cost(cfg, *, points: int | None = None) -> Cost:
+    """A grid study (``PlaneConfig``/``PCAConfig``): ``grid**2`` points, or ``points`` (slices)."""
+    n = cfg.grid**2 if points is None else points
+    return Cost(points=n, bn_subset=cfg.bn_subset)
+
+
+def hessian_cost(cfg, n_train: int) -> Cost:
+    """A Hessian study (``HessianConfig``) on a training set of ``n_train`` samples."""
+    samples = n_train if cfg.subset is None else min(cfg.subset, n_train)
+    hvps = max(2 * cfg.k + 1, 20) + 2  # ARPACK's Krylov size: one Lanczos run, typically
+    return Cost(passes=1.0, hvps=hvps, hvp_samples=samples)  # BN recalibration, products
+
+
+def study_cost(kind: str, cfg, n_train: int) -> Cost:
+    """The cost of a study kind (``landscape.studies``) with its config ``cfg``."""
+    if kind == "curve":
+        return curve_cost(cfg)
+    if kind == "hessian":
+        return hessian_cost(cfg, n_train)
+    return grid_cost(cfg, points=cfg.points if kind == "slice" else None)
+
+
+def sweep_cost(runs: int, epochs: int, *, magnitude: bool = False) -> Cost:
+    """A sweep of ``runs`` training runs of ``epochs`` epochs (and their magnitude twins)."""
+    return Cost(passes=TRAIN_EPOCH_PASSES * runs * epochs, points=runs if magnitude else 0)
+
+
+def estimate(cost: Cost, rates: Rates, *, hvp_seconds: float | None = None) -> tuple[float, float]:
+    """What a cost amounts to: (forward passes over the training set, seconds).
+
+    Args:
+        cost: the work.
+        rates: measured on the checkpoint and device the work runs on.
+        hvp_seconds: measured seconds of one product at ``cost.hvp_samples``; None: counted
+            as :data:`HVP_PASSES` passes over those samples.
+    """
+    scale = rates.point_passes(cost.bn_subset) / rates.point_passes(None)
+    seconds = cost.passes * rates.per_pass + cost.points * rates.per_point * scale
+    if cost.hvps:
+        if hvp_seconds is None:
+            share = (cost.hvp_samples or rates.n_train) / rates.n_train
+            hvp_seconds = HVP_PASSES * share * rates.per_pass
+        seconds += cost.hvps * hvp_seconds
+    return seconds / rates.per_pass, seconds
+
+
+def seconds_text(seconds: float) -> str:
+    """``~0.4 s`` below ten seconds, ``~12 s`` below two minutes, else ``~3 min``."""
+    if seconds < 10:
+        return f"~{seconds:.1f} s"
+    return f"~{seconds:.0f} s" if seconds < 120 else f"~{seconds / 60:.0f} min"
+
+
+def estimate_text(cost: Cost, rates: Rates, *, hvp_seconds: float | None = None) -> str:
+    """One line for the terminal: ``estimated ~12 s (540 passes at 22.1 ms)``."""
+    passes, seconds = estimate(cost, rates, hvp_seconds=hvp_seconds)
+    per = 1000 * rates.per_pass
+    return f"estimated {seconds_text(seconds)} ({passes:,.0f} passes at {per:.1f} ms)"
+
+
+def _fastest(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up: first calls allocate
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _setup(ckpt: Checkpoint, device: str, data_root: str | None):
+    from landscape.checkpoints import checkpoint_dataset
+    from landscape.evaluate import EvalData
+    from landscape.params import split_state
+
+    data = checkpoint_dataset(ckpt, data_root=data_root)
+    data = EvalData.from_dataset(data, device=device)
+    model = ckpt.build_model().to(device)
+    params = {n: p.to(device) for n, p in split_state(model, ckpt.state)[0].items()}
+    return model, params, data
+
+
+def _head(data: EvalData, samples: int) -> EvalData:
+    n_test = max(1, round(samples * len(data.y_test) / len(data.y_train)))
+    return replace(
+        data,
+        x_train=data.x_train[:samples],
+        y_train=data.y_train[:samples],
+        x_test=data.x_test[:n_test],
+        y_test=data.y_test[:n_test],
+    )
+
+
+def measure_rates(
+    ckpt: Checkpoint,
+    *,
+    device: str = "cpu",
+    data_root: str | None = None,
+    samples: int | None = None,
+    repeats: int = _REPEATS,
+    points: int = _POINTS,
+) -> Rates:
+    """Time ``evaluate_points`` on a checkpoint: seconds per training-set pass and per point.
+
+    Args:
+        ckpt: the checkpoint (its architecture and data set).
+        device: where the work will run.
+        data_root: folder of the data set's files (default: as its metadata records).
+        samples: time on the first ``samples`` training samples (and as large a share of the
+            test set) and scale up: quick on large data sets; None: the whole data.
+        repeats: timed repeats after a warm-up; the fastest counts.
+        points: weight points per timed evaluation.
+    """
+    import numpy as np
+
+    from landscape.evaluate import evaluate_points
+
+    model, params, data = _setup(ckpt, device, data_root)
+    n_train, n_test = len(data.y_train), len(data.y_test)
+    timed = data if samples is None or samples >= n_train else _head(data, samples)
+    coords = np.ones((points, 1))  # the same point again: basis [params], coords [1]
+    seconds = _fastest(lambda: evaluate_points(model, [params], coords, timed), repeats)
+    small = Rates(0.0, seconds / points, len(timed.y_train), len(timed.y_test))
+    per_pass = small.per_point / small.point_passes(None) * n_train / small.n_train
+    full = Rates(per_pass, 0.0, n_train, n_test)
+    return replace(full, per_point=per_pass * full.point_passes(None))
+
+
+def measure_hvp(
+    ckpt: Checkpoint, samples: int, *, device: str = "cpu", data_root: str | None = None
+) -> float:
+    """Seconds of one Hessian-vector product over the first ``samples`` training samples.
+
+    Timed at the study's own sample count: the cost per sample grows with the batch here.
+    """
+    from landscape.evaluate import bn_statistics
+    from landscape.hessian import hvp
+    from landscape.params import flatten
+
+    model, params, data = _setup(ckpt, device, data_root)
+    buffers = bn_statistics(model, params, data)
+    x, y, vec = data.x_train[:samples], data.y_train[:samples], flatten(params)
+    return _fastest(lambda: hvp(model, params, buffers, x, y, vec), repeats=1)

@@ -1,0 +1,289 @@
+"""Connectivity of two minima: a fitted Bezier curve and the straight line, evaluated along t.
+
+The curve is fitted (or a given one reused) between A (t = 0) and B (t = 1); both paths are
+evaluated at ``points`` values of t with BatchNorm recalibrated at every point. The fit is
+stored on its own (keyed by the fit settings only), so new ``points`` or ``bn_subset`` reuse it.
+Points are built one at a time from the control points (the one evaluator's basis), so memory
+does not grow with the number of points.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from landscape.checkpoints import Checkpoint, CheckpointError
+from landscape.curves import (
+    BezierCurve,
+    CurveConfig,
+    bernstein,
+    curve_hash,
+    endpoint_data,
+    endpoint_params,
+    fit_curve,
+    joins,
+    load_curve,
+    save_curve,
+)
+from landscape.data import Dataset
+from landscape.evaluate import EvalData
+from landscape.models import prunable_names
+from landscape.params import sparsity, unflatten
+from landscape.store import Store, result_key
+from landscape.studies.base import Context, Kind, Result, config_identity
+from landscape.studies.common import evaluate_coords
+
+__all__ = [
+    "FIT_VERSION",
+    "KIND",
+    "PATH_COLUMNS",
+    "Barrier",
+    "CurveInputs",
+    "CurveResult",
+    "PathResult",
+    "evaluate_path",
+]
+
+FIT_VERSION = 1  # bump when fitting changes: stored fits are then refitted
+SMALL = 1e-3  # |w| below this counts as "small" in sparsity_small
+PATH_COLUMNS = ("weight_norm", "sparsity", "sparsity_small", "segment")  # besides the metrics
+_FIT_FIELDS = ("order", "epochs", "lr", "momentum", "weight_decay", "batch_size", "lr_schedule")
+
+
+@dataclass(frozen=True)
+class Barrier:
+    """The largest excess of a loss over the chord between the path's ends, and where."""
+
+    height: float
+    t: float
+
+
+@dataclass
+class PathResult:
+    """Metrics along a path phi(t) at the values ``t``.
+
+    Attributes:
+        t: (n,) values of t, from 0 to 1.
+        columns: ``{name: (n,)}``: every metric of :data:`landscape.evaluate.METRICS` (BN
+            recalibrated at each point), "weight_norm" (L2 norm of all parameters), "sparsity"
+            (fraction of exactly-zero prunable weights), "sparsity_small" (|w| < 1e-3) and
+            "segment" (|phi(t_i) - phi(t_{i-1})|, 0 for i = 0; sums to the path length).
+        layer_sparsity: (n, layers) fraction of exact zeros per prunable layer.
+        layers: names of the prunable layers.
+    """
+
+    t: np.ndarray
+    columns: dict[str, np.ndarray]
+    layer_sparsity: np.ndarray
+    layers: list[str]
+
+    def barrier(self, metric: str = "train_loss") -> Barrier:
+        """max_t [m(t) - ((1 - t) m(0) + t m(1))]: 0 when the path never rises above the chord."""
+        v = np.asarray(self.columns[metric], dtype=float)
+        excess = v - ((1 - self.t) * v[0] + self.t * v[-1])
+        i = int(np.nanargmax(excess))
+        return Barrier(float(excess[i]), float(self.t[i]))
+
+    @property
+    def length(self) -> float:
+        return float(np.sum(self.columns["segment"]))
+
+    def argbest(self, metric: str, *, lowest: bool) -> int:
+        """Index of the first t with the lowest (or highest) value of ``metric``."""
+        v = np.asarray(self.columns[metric], dtype=float)
+        return int(np.nanargmin(v) if lowest else np.nanargmax(v))
+
+    def nearest(self, t: float) -> int:
+        """Index of the grid value closest to ``t``."""
+        return int(np.argmin(np.abs(self.t - t)))
+
+
+@dataclass(frozen=True)
+class CurveInputs:
+    """The endpoints, and optionally a curve between them to evaluate instead of fitting one."""
+
+    a: Checkpoint
+    b: Checkpoint
+    curve: BezierCurve | None = None
+
+
+@dataclass
+class CurveResult(Result):
+    """Both paths at the values ``t``: columns of :class:`PathResult` for "curve" and "line".
+
+    Attributes:
+        curve_file: the curve's ``.safetensors`` inside the store.
+        config: the :class:`CurveConfig` as a dict; endpoints: {"a"|"b": {"hash", "name"}}.
+        bn_samples: training samples of each BN recalibration.
+        fit_history: per-epoch mean training loss of the fit (empty for a given curve).
+    """
+
+    t: np.ndarray
+    curve: dict[str, np.ndarray]
+    line: dict[str, np.ndarray]
+    curve_layer_sparsity: np.ndarray
+    line_layer_sparsity: np.ndarray
+    layers: list[str]
+    curve_file: str
+    config: dict[str, Any]
+    endpoints: dict[str, Any]
+    bn_samples: int
+    fit_history: list[float]
+
+    def path(self, name: str) -> PathResult:
+        """The "curve" or the "line" as a :class:`PathResult`."""
+        if name not in ("curve", "line"):
+            raise ValueError(f"path is 'curve' or 'line', got {name!r}")
+        sparsity_ = self.curve_layer_sparsity if name == "curve" else self.line_layer_sparsity
+        return PathResult(self.t, getattr(self, name), sparsity_, self.layers)
+
+
+def _point_columns(
+    curve: BezierCurve, coeffs: torch.Tensor, prunable: list[str]
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Norms, sparsity and segment lengths, one point at a time (memory flat in points)."""
+    n = coeffs.shape[0]
+    controls = curve.controls().detach()
+    like = curve.start
+    cols = {c: np.zeros(n) for c in PATH_COLUMNS}
+    layers = np.zeros((n, len(prunable)))
+    prev = None
+    for i in range(n):
+        flat = coeffs[i].to(controls) @ controls  # (P,)
+        sp = sparsity(unflatten(flat, like), prunable, tol=SMALL)
+        cols["weight_norm"][i] = float(flat.double().norm())
+        cols["sparsity"][i], cols["sparsity_small"][i] = sp["zero"], sp["small"]
+        layers[i] = [sp["layers"][name] for name in prunable]
+        if prev is not None:
+            cols["segment"][i] = float((flat - prev).double().norm())
+        prev = flat
+    return cols, layers
+
+
+@torch.no_grad()
+def evaluate_path(
+    model: nn.Module,
+    curve: BezierCurve,
+    t: np.ndarray,
+    data: EvalData,
+    context: Context,
+    *,
+    stage: str = "evaluating path",
+) -> PathResult:
+    """Every metric, the weight norm and the sparsity at phi(t) for each t.
+
+    Args:
+        model: the architecture (its weights are not used).
+        curve: the path (order 1 is the straight line).
+        t: values in [0, 1].
+        data: evaluation data (on the device to evaluate on).
+        context: store, key (partial results), progress and shard of the evaluation.
+        stage: text shown with the progress.
+    """
+    ts = np.asarray(t, dtype=float)
+    if not bool(((ts >= 0) & (ts <= 1)).all()):
+        raise ValueError(f"t must be in [0, 1], got {ts[~((ts >= 0) & (ts <= 1))][0]}")
+    coeffs = bernstein(curve.order, torch.as_tensor(ts, dtype=torch.float64))  # (n, k + 1)
+    like = curve.start
+    device = data.x_train.device
+    # Named control points: the evaluator matches them to the model's parameters by name
+    # (a curve keeps its tensors in the checkpoint's key order, not the model's).
+    basis = [
+        {n: v.to(device) for n, v in unflatten(w, like).items()} for w in curve.controls().detach()
+    ]
+    metrics = evaluate_coords(model, basis, coeffs.numpy(), data, context, stage=stage)
+    prunable = prunable_names(model)
+    cols, layers = _point_columns(curve, coeffs, prunable)
+    return PathResult(ts, {**metrics, **cols}, layers, prunable)
+
+
+def _fit_identity(inputs: CurveInputs, cfg: CurveConfig, data: Dataset) -> dict:
+    fit = {f: getattr(cfg, f) for f in _FIT_FIELDS}
+    a, b = inputs.a, inputs.b
+    return {"a": a.hash, "b": b.hash, "data": data.describe(), "fit": fit, "seed": cfg.seed}
+
+
+def _stored_fit(
+    inputs: CurveInputs, cfg: CurveConfig, data: Dataset, context: Context
+) -> tuple[BezierCurve, Path]:
+    """The fitted curve for (a, b, data, fit config): from the store, or fitted and saved."""
+    a, b, store = inputs.a, inputs.b, context.store
+    key = result_key("curve_fit", FIT_VERSION, _fit_identity(inputs, cfg, data))
+    path = store.root / "curve" / f"fit-{key}.safetensors"
+    with store.lock("curve_fit", key):
+        if path.exists():
+            try:
+                return load_curve(path, a, b), path
+            except CheckpointError as err:
+                warnings.warn(f"refitting: stored curve is unusable: {err}", stacklevel=3)
+        curve = fit_curve(a, b, cfg, data, progress=context.progress)
+        save_curve(path, curve, a, b, cfg)
+    return curve, path
+
+
+def _given(inputs: CurveInputs, cfg: CurveConfig, store: Store) -> tuple[BezierCurve, Path]:
+    """Copy a given curve into the store (named by its content) so results point inside it."""
+    curve = inputs.curve
+    path = store.root / "curve" / f"given-{curve_hash(curve)}.safetensors"
+    if not path.exists():
+        save_curve(path, curve, inputs.a, inputs.b, cfg)
+    return curve, path
+
+
+def _identity(cfg: CurveConfig, inputs: CurveInputs) -> dict:
+    cfg.check()
+    _, pa, pb = endpoint_params(inputs.a, inputs.b)
+    if inputs.curve is not None and not joins(inputs.curve, pa, pb):
+        raise ValueError("the given curve does not run between these endpoints")
+    data = endpoint_data(inputs.a, inputs.b, cfg)
+    n = len(data.y_train)
+    bn = {"bn_samples": n if cfg.bn_subset is None else min(cfg.bn_subset, n)}
+    return {
+        "a": inputs.a.hash,
+        "b": inputs.b.hash,
+        "data": {**data.describe(), **bn, "bn_batch_size": EvalData.batch_size},
+        "config": config_identity(cfg),
+        "curve": curve_hash(inputs.curve) if inputs.curve is not None else None,
+    }
+
+
+def _compute(cfg: CurveConfig, inputs: CurveInputs, context: Context) -> CurveResult:
+    a, b = inputs.a, inputs.b
+    model, pa, pb = endpoint_params(a, b)
+    data = endpoint_data(a, b, cfg)
+    evdata = EvalData.from_dataset(data, device=cfg.device, bn_subset=cfg.bn_subset)
+    if inputs.curve is None:
+        fitted, path = _stored_fit(inputs, cfg, data, context)
+    else:
+        fitted, path = _given(inputs, cfg, context.store)
+    fitted.to(cfg.device)
+    t = np.linspace(0.0, 1.0, cfg.points)
+    tag = curve_hash(fitted)  # partial results belong to this exact curve
+    paths = {}
+    for name, c in (("curve", fitted), ("line", BezierCurve(pa, pb, order=1).to(cfg.device))):
+        part = Context(context.store, "curve", f"{context.key}-{name}-{tag}", context.progress)
+        paths[name] = evaluate_path(model, c, t, evdata, part, stage=f"evaluating {name}")
+    for leftover in (context.store.root / "curve").glob(f"{context.key}-*.partial.npz"):
+        leftover.unlink(missing_ok=True)
+    return CurveResult(
+        t=t,
+        curve=paths["curve"].columns,
+        line=paths["line"].columns,
+        curve_layer_sparsity=paths["curve"].layer_sparsity,
+        line_layer_sparsity=paths["line"].layer_sparsity,
+        layers=paths["curve"].layers,
+        curve_file=str(path),
+        config=asdict(cfg),
+        endpoints={"a": {"hash": a.hash, "name": a.name}, "b": {"hash": b.hash, "name": b.name}},
+        bn_samples=evdata.bn_samples,
+        fit_history=list(fitted.history),
+    )
+
+
+KIND = Kind("curve", 1, CurveConfig, CurveResult, _identity, _compute)

@@ -1,0 +1,140 @@
+"""Magnitude pruning of a checkpoint to an exact sparsity, optionally fine-tuned with the mask.
+
+The computation is :func:`landscape.pruning.prune_checkpoint`. Its pruned weights are an
+artefact: they are written, atomically, as a checkpoint inside the store beside the result
+(``<store>/prune/<key>.safetensors``) and the typed result gives its path, hash and metrics.
+``landscape prune ... --out FILE`` copies that file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from landscape.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from landscape.progress import Progress
+from landscape.pruning import check_prune, magnitude_optimizer_meta, prune_checkpoint
+from landscape.store import Store
+from landscape.studies.base import Context, Kind, Result, run, study_key
+from landscape.studies.common import data_identity
+
+__all__ = ["KIND", "PruneConfig", "PruneInputs", "PruneResult", "prune", "pruned_checkpoint"]
+
+
+@dataclass
+class PruneConfig:
+    """Magnitude pruning to a target sparsity and the optional masked fine-tuning after it."""
+
+    sparsity: float = 0.9  # target fraction of zeros among the prunable weights, in [0, 1]
+    scope: str = "global"  # global (one threshold) or layer (every tensor to the sparsity)
+    finetune_epochs: int = 0  # epochs of masked SGD after pruning (0: none)
+    lr: float = 0.01  # fine-tuning learning rate
+    batch_size: int = 64  # fine-tuning batch size
+    seed: int = 0  # fine-tuning batch order
+    device: str = "cpu"  # cpu or cuda
+    data_root: str | None = None  # folder with the mnist / cifar10 files
+
+
+@dataclass(frozen=True)
+class PruneInputs:
+    """The checkpoint to prune (its metadata names its data set)."""
+
+    checkpoint: Checkpoint
+
+
+@dataclass
+class PruneResult(Result):
+    """The pruned checkpoint in the store and what it scores.
+
+    Attributes:
+        path: the pruned ``.safetensors`` file (in the store, named by the result's key).
+        hash: its content hash.
+        source_hash: the hash of the pruned checkpoint's source.
+        metrics: train/test loss and accuracy, sparsity and sparsity_small of the pruned model.
+        step, epoch: the source's plus the fine-tuning's.
+        wall_time_s: time spent pruning and fine-tuning.
+    """
+
+    path: str
+    hash: str
+    source_hash: str
+    metrics: dict[str, float]
+    step: int
+    epoch: float
+    wall_time_s: float
+
+
+def _identity(cfg: PruneConfig, inputs: PruneInputs) -> dict[str, Any]:
+    ckpt = inputs.checkpoint
+    check_prune(cfg.sparsity, cfg.scope, cfg.finetune_epochs, cfg.lr, cfg.batch_size)
+    # What made the checkpoint (lr, batch size and seed only count with fine-tuning).
+    made = magnitude_optimizer_meta(
+        ckpt.hash, cfg.sparsity, cfg.scope, cfg.finetune_epochs, cfg.lr, cfg.batch_size, cfg.seed
+    )
+    return {**made, "data": data_identity(ckpt, cfg)}
+
+
+def _compute(cfg: PruneConfig, inputs: PruneInputs, context: Context) -> PruneResult:
+    state, meta = prune_checkpoint(
+        inputs.checkpoint,
+        cfg.sparsity,
+        scope=cfg.scope,
+        finetune_epochs=cfg.finetune_epochs,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        data_root=cfg.data_root,
+        device=cfg.device,
+        progress=context.progress,
+    )
+    path = context.store.root / context.kind / f"{context.key}.safetensors"
+    digest = save_checkpoint(path, state, meta)
+    return PruneResult(
+        path=str(path.resolve()),
+        hash=digest,
+        source_hash=inputs.checkpoint.hash,
+        metrics=meta["metrics"],
+        step=meta["step"],
+        epoch=meta["epoch"],
+        wall_time_s=meta["wall_time_s"],
+    )
+
+
+KIND = Kind("prune", 1, PruneConfig, PruneResult, _identity, _compute)
+
+
+def pruned_checkpoint(result: PruneResult) -> Checkpoint:
+    """The pruned checkpoint of ``result``, checked against its hash.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or not the one the result describes.
+    """
+    ckpt = load_checkpoint(result.path)
+    if ckpt.hash != result.hash:
+        raise CheckpointError(f"{result.path}: hash {ckpt.hash}, not {result.hash}")
+    return ckpt
+
+
+def prune(
+    cfg: PruneConfig,
+    inputs: PruneInputs,
+    *,
+    store: Store | None = None,
+    progress: Progress | None = None,
+) -> PruneResult:
+    """``run(KIND, ...)``, with the stored checkpoint written again if it went missing.
+
+    The result's JSON and its checkpoint are two files: one may be deleted without the other.
+    A result whose checkpoint is gone or damaged is computed again (same key, same file).
+    """
+    store = store or Store()
+    result = run(KIND, cfg, inputs, store=store, progress=progress)
+    try:
+        pruned_checkpoint(result)
+        return result
+    except CheckpointError:
+        key = study_key(KIND, cfg, inputs)
+        result = _compute(cfg, inputs, Context(store, KIND.name, key, progress))
+        info, arrays = result.to_arrays()
+        store.save(KIND.name, key, {**info, "inputs": KIND.identity(cfg, inputs)}, arrays)
+        return result

@@ -1,0 +1,420 @@
+"""Studies: named sets of two or more checkpoints that are compared with each other.
+
+The default study is the bundled pair ``sgd/final.safetensors`` (A, dense) and
+``grda/final.safetensors`` (B, sparse) of :func:`default_checkpoints`, with their run folders. Uploaded checkpoints
+are kept by content hash under ``home()/uploads/<hash>.safetensors`` and user studies in
+``home()/studies.json`` (written atomically under a lock), so a reload loses nothing and a bad
+upload or a bad study never touches what is already there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from landscape.checkpoints import (
+    MAX_BYTES,
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from landscape.curves import CurveConfig, save_curve
+from landscape.data import DATASETS, load_dataset
+from landscape.models import RESEARCH_ARCHS, build_model, prunable_names, resolve_arch
+from landscape.params import sparsity
+from landscape.research import open_research
+from landscape.store import Store, atomic_write, home
+
+__all__ = [
+    "DEFAULT_NAME",
+    "CheckpointSummary",
+    "Member",
+    "Study",
+    "Upload",
+    "create_study",
+    "default_checkpoints",
+    "default_study",
+    "get_study",
+    "imported_curves",
+    "list_studies",
+    "list_uploads",
+    "member",
+    "save_upload",
+    "summarize",
+    "upload_arch",
+]
+
+CHECKPOINTS_ENV = "LANDSCAPE_CHECKPOINTS"  # names another folder of default runs
+_PACKAGED = Path(__file__).resolve().parent / "_checkpoints"  # inside an installed wheel
+_CHECKOUT = Path(__file__).resolve().parent.parent / "checkpoints"  # a source tree (editable)
+DEFAULT_NAME = "default"
+UPLOAD_SUFFIXES = (".safetensors", ".pt", ".pth")
+RESEARCH_FAMILIES = frozenset(name for name, _ in RESEARCH_ARCHS.values())
+_MAX_NAME = 80  # study names are shown in a sidebar selector
+
+
+@dataclass(frozen=True)
+class Member:
+    """One checkpoint of a study.
+
+    Attributes:
+        label: the name shown in the app (e.g. "sgd", or an uploaded file's name).
+        path: the checkpoint file.
+        run_dir: its run folder (run.json, trajectory/) when the checkpoint is a run's final
+            weights, else None.
+    """
+
+    label: str
+    path: str
+    run_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Study:
+    """A named set of two or more checkpoints; ``members[0]`` is A and ``members[1]`` is B."""
+
+    name: str
+    members: tuple[Member, ...]
+    builtin: bool = False
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A stored upload: where it lives, its content hash, and whether it was new.
+
+    For a curve file of the research code, ``member`` is the curve's start (t = 0), ``end``
+    its end (t = 1), ``curve`` the stored curve file and ``study`` the study made of the two.
+    """
+
+    member: Member
+    hash: str
+    meta: dict[str, Any]
+    new: bool
+    end: Member | None = None
+    curve: str | None = None
+    study: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointSummary:
+    """What the Overview page shows about one checkpoint (all read from the file)."""
+
+    hash: str
+    arch: dict[str, Any]
+    data: dict[str, Any] | None
+    optimizer: dict[str, Any] | None
+    metrics: dict[str, float]
+    n_params: int
+    sparsity: float  # fraction of exactly-zero prunable weights
+    sparsity_small: float  # fraction of prunable weights with |w| < 1e-3
+    layer_sparsity: dict[str, float]
+
+
+def default_checkpoints() -> Path:
+    """The folder of the default runs (``init.safetensors``, ``sgd/``, ``grda/``).
+
+    In this order: ``$LANDSCAPE_CHECKPOINTS``; the copy shipped inside the installed package
+    (``landscape/_checkpoints``); the ``checkpoints/`` folder of the source tree (an editable
+    install). The folder is not checked: a missing file is reported where it is read.
+    """
+    if os.environ.get(CHECKPOINTS_ENV):
+        return Path(os.environ[CHECKPOINTS_ENV]).expanduser().resolve()
+    return _PACKAGED if _PACKAGED.is_dir() else _CHECKOUT
+
+
+def default_study(root: str | Path | None = None) -> Study:
+    """The bundled study: SGD (A) and gRDA (B) runs of ``root`` (default: the default runs)."""
+    root = Path(root) if root is not None else default_checkpoints()
+    members = tuple(
+        Member(label=name, path=str(root / name / "final.safetensors"), run_dir=str(root / name))
+        for name in ("sgd", "grda")
+    )
+    return Study(name=DEFAULT_NAME, members=members, builtin=True)
+
+
+def _index_path() -> Path:
+    return home() / "studies.json"
+
+
+def _uploads_dir() -> Path:
+    return home() / "uploads"
+
+
+def _read_index() -> dict[str, Any]:
+    path = _index_path()
+    if not path.exists():
+        return {"studies": [], "uploads": {}}
+    try:
+        index = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); fix or remove the file") from err
+    if (
+        not isinstance(index, dict)
+        or not isinstance(index.get("studies", []), list)
+        or not isinstance(index.get("uploads", {}), dict)
+    ):
+        raise ValueError(f"{path}: expected {{studies: [...], uploads: {{...}}}}")
+    return {"studies": index.get("studies", []), "uploads": index.get("uploads", {})}
+
+
+def _write_index(index: dict[str, Any]) -> None:
+    path = _index_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(index, indent=2, sort_keys=True).encode())
+
+
+def _lock():
+    # The store's file lock: two tabs saving a study at once must not lose either write.
+    return Store(home()).lock("studies", "index")
+
+
+def member(path: str | Path) -> Member:
+    """A study member from a checkpoint file or a run folder.
+
+    A run folder (or its ``final.safetensors``) becomes a member labelled with the folder's
+    name, with its run folder (training curves, trajectory); any other file is labelled with
+    its name.
+    """
+    path = Path(path).resolve()
+    if path.is_dir():
+        path = path / "final.safetensors"
+    run = path.parent if path.name == "final.safetensors" else None
+    if run is not None and (run / "run.json").exists():
+        return Member(label=run.name, path=str(path), run_dir=str(run))
+    return Member(label=path.stem, path=str(path))
+
+
+def list_studies(root: str | Path | None = None) -> list[Study]:
+    """The default study, then the user's studies in the order they were created.
+
+    Raises:
+        ValueError: ``studies.json`` exists but is unreadable (it is never overwritten then).
+    """
+    studies = [default_study(root)]
+    for entry in _read_index()["studies"]:
+        members = tuple(Member(**m) for m in entry["members"])
+        studies.append(Study(name=entry["name"], members=members))
+    return studies
+
+
+def get_study(name: str, root: str | Path | None = None) -> Study:
+    """The study called ``name``; ValueError if there is none."""
+    for study in list_studies(root):
+        if study.name == name:
+            return study
+    raise ValueError(f"no study named {name!r}")
+
+
+def _check_members(members: Sequence[Member]) -> None:
+    if len(members) < 2:
+        raise ValueError(f"a study needs at least two checkpoints, got {len(members)}")
+    paths = [str(Path(m.path).resolve()) for m in members]
+    if len(set(paths)) != len(paths):
+        raise ValueError("a study cannot name the same checkpoint file twice")
+    first: Checkpoint | None = None
+    for m in members:
+        ckpt = load_checkpoint(m.path)
+        if first is None:
+            first = ckpt
+            continue
+        # Paths between minima only make sense in one weight space on one data set.
+        if ckpt.arch != first.arch:
+            raise ValueError(
+                f"{m.label}: architecture {ckpt.arch} differs from {members[0].label}'s "
+                f"{first.arch}"
+            )
+        if (ckpt.meta.get("data") or {}).get("name") != (first.meta.get("data") or {}).get("name"):
+            raise ValueError(
+                f"{m.label}: data set {ckpt.meta.get('data')} differs from "
+                f"{members[0].label}'s {first.meta.get('data')}"
+            )
+
+
+def create_study(name: str, members: Sequence[Member], *, root: str | Path | None = None) -> Study:
+    """Validate and save a new study in ``home()/studies.json``.
+
+    Args:
+        name: a new, non-empty name (at most 80 characters).
+        members: two or more distinct checkpoints of one architecture and data set; the
+            first is A, the second B.
+        root: folder of the default study (its name is taken; None: the default runs).
+
+    Returns:
+        The saved :class:`Study`.
+
+    Raises:
+        ValueError / CheckpointError: bad name, too few or mismatched checkpoints, an
+            unreadable file; nothing is written then.
+    """
+    name = name.strip()
+    if not name:
+        raise ValueError("a study needs a name")
+    if len(name) > _MAX_NAME:
+        raise ValueError(f"study name is {len(name)} characters, at most {_MAX_NAME} allowed")
+    _check_members(members)
+    study = Study(name=name, members=tuple(members))
+    with _lock():
+        index = _read_index()
+        taken = {s.name for s in list_studies(root)}
+        if name in taken:
+            raise ValueError(f"a study named {name!r} already exists")
+        index["studies"].append({"name": name, "members": [asdict(m) for m in members]})
+        _write_index(index)
+    return study
+
+
+def upload_arch(name: str, kwargs: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Architecture metadata for a ``.pt``/``.pth`` upload, sized to its data set.
+
+    Like the training runs, ``in_shape`` and ``num_classes`` come from the data set unless the
+    user's ``kwargs`` set them.
+    """
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"architecture arguments must be a JSON object, got {kwargs!r}")
+    name, kwargs = resolve_arch(name, kwargs)
+    if name in RESEARCH_FAMILIES:
+        # Built for 32x32 RGB; the classes are read off the file when it is opened.
+        return {"name": name, "kwargs": kwargs}
+    ds = load_dataset(data["name"], root=data.get("root"), seed=int(data.get("split_seed", 0)))
+    sized = {"in_shape": list(ds.input_shape), "num_classes": ds.num_classes}
+    return {"name": name, "kwargs": {**sized, **kwargs}}
+
+
+def _check_data(meta: dict[str, Any], filename: str) -> None:
+    data = meta.get("data")
+    if not isinstance(data, dict) or "name" not in data:
+        raise CheckpointError(f"{filename}: metadata names no data set; choose one")
+    if data["name"] not in DATASETS:
+        raise CheckpointError(
+            f"{filename}: unknown data set {data['name']!r}; known: {', '.join(DATASETS)}"
+        )
+
+
+def save_upload(
+    blob: bytes,
+    filename: str,
+    *,
+    arch: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    max_bytes: int = MAX_BYTES,
+) -> Upload:
+    """Validate an uploaded checkpoint and keep it as ``home()/uploads/<hash>.safetensors``.
+
+    The bytes are validated from a temporary file: ``.safetensors`` through
+    :func:`load_checkpoint`, ``.pt``/``.pth`` through :func:`landscape.research.open_research`
+    (plain state dicts and the research code's model and curve files; the architecture is
+    recognised when not given). Only valid files are written (re-saved as safetensors with
+    their metadata), so a bad file leaves the uploads and studies untouched. The same weights
+    uploaded twice are kept once. A curve file keeps both endpoints, its curve (in
+    ``uploads/curves/``, found by :func:`imported_curves`) and a study named after the file.
+
+    Args:
+        blob: the file's bytes.
+        filename: its name as uploaded (the suffix picks the reader; the name is the label).
+        arch: ``{"name", "kwargs"}`` for ``.pt``/``.pth`` files; None: recognised.
+        data: ``{"name", "split_seed"[, "root", "normalize"]}``, used when the file's metadata
+            names no data set (for recognised research files: completes their data set).
+        max_bytes: size limit.
+
+    Returns:
+        The stored :class:`Upload`.
+
+    Raises:
+        CheckpointError: with a message naming the file and the first problem found.
+    """
+    label = Path(filename).name
+    suffix = Path(label).suffix.lower()
+    if suffix not in UPLOAD_SUFFIXES:
+        raise CheckpointError(
+            f"{label}: unsupported file type {suffix!r} ({', '.join(UPLOAD_SUFFIXES)})"
+        )
+    if len(blob) > max_bytes:
+        raise CheckpointError(
+            f"{label}: file is {len(blob)} bytes, over the size limit of {max_bytes} bytes"
+        )
+    curve = None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / label
+        atomic_write(path, blob)
+        try:
+            if suffix == ".safetensors":
+                points = [load_checkpoint(path, arch=arch, max_bytes=max_bytes)]
+            else:
+                found = open_research(path, arch=arch, data=data, max_bytes=max_bytes)
+                points, curve = found.points, found.curve
+        except CheckpointError as err:
+            # Name the file as the user knows it, not the temporary copy.
+            raise CheckpointError(str(err).replace(str(path), label)) from err
+    for ckpt in points:
+        if data is not None and not ckpt.meta.get("data"):
+            ckpt.meta["data"] = data
+        _check_data(ckpt.meta, label)
+    labels = [label] if curve is None else [f"{label} t=0", f"{label} t=1"]
+    stored = [_keep(ckpt, name) for ckpt, name in zip(points, labels, strict=True)]
+    first, new = stored[0]
+    if curve is None:
+        return Upload(first, points[0].hash, points[0].meta, new)
+    a, b = points
+    target = _uploads_dir() / "curves" / f"{a.hash}-{b.hash}-{label}.safetensors"
+    save_curve(target, curve, a, b, CurveConfig(order=curve.order, epochs=0))
+    study = label
+    if study not in {s.name for s in list_studies()}:
+        create_study(study, [first, stored[1][0]])
+    return Upload(first, a.hash, a.meta, new, stored[1][0], str(target), study)
+
+
+def _keep(ckpt: Checkpoint, label: str) -> tuple[Member, bool]:
+    """Write a validated checkpoint to the uploads (once per content hash)."""
+    target = _uploads_dir() / f"{ckpt.hash}.safetensors"
+    new = not target.exists()
+    with _lock():
+        if new:
+            save_checkpoint(target, ckpt.state, ckpt.meta)
+        index = _read_index()
+        index["uploads"].setdefault(ckpt.hash, {"label": label})
+        _write_index(index)
+        label = index["uploads"][ckpt.hash]["label"]
+    return Member(label=label, path=str(target)), new
+
+
+def imported_curves(a: Checkpoint, b: Checkpoint) -> list[Path]:
+    """Curve files uploaded from the research code that run from ``a`` to ``b``."""
+    folder = _uploads_dir() / "curves"
+    return sorted(folder.glob(f"{a.hash}-{b.hash}-*.safetensors")) if folder.is_dir() else []
+
+
+def list_uploads() -> list[Member]:
+    """The uploaded checkpoints, oldest first, labelled with the name they were uploaded as."""
+    folder = _uploads_dir()
+    if not folder.is_dir():
+        return []
+    labels = _read_index()["uploads"]
+    files = sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime_ns)
+    return [Member(label=labels.get(p.stem, {}).get("label", p.name), path=str(p)) for p in files]
+
+
+def summarize(ckpt: Checkpoint) -> CheckpointSummary:
+    """Metadata, parameter count and sparsity of a checkpoint (no evaluation)."""
+    # Names and shapes only: on the meta device nothing is allocated or initialised.
+    with torch.device("meta"):
+        model = build_model(ckpt.arch["name"], **ckpt.arch.get("kwargs", {}))
+    sp = sparsity(ckpt.state, prunable_names(model))
+    return CheckpointSummary(
+        hash=ckpt.hash,
+        arch=ckpt.arch,
+        data=ckpt.meta.get("data"),
+        optimizer=ckpt.meta.get("optimizer"),
+        metrics=dict(ckpt.meta.get("metrics") or {}),
+        n_params=sum(p.numel() for p in model.parameters()),
+        sparsity=sp["zero"],
+        sparsity_small=sp["small"],
+        layer_sparsity=sp["layers"],
+    )
