@@ -104,12 +104,25 @@ def hessian_cost(cfg, n_train: int) -> Cost:
 
 
 def study_cost(kind: str, cfg, n_train: int) -> Cost:
-    """The cost of a study kind (``landscape.studies``) with its config ``cfg``."""
+    """The cost of a study kind (``landscape.studies``) with its config ``cfg``.
+
+    Raises:
+        ValueError: a kind without a cost model.
+    """
     if kind == "curve":
         return curve_cost(cfg)
     if kind == "hessian":
         return hessian_cost(cfg, n_train)
-    return grid_cost(cfg, points=cfg.points if kind == "slice" else None)
+    if kind in ("plane", "pca", "random_plane", "slice"):
+        return grid_cost(cfg, points=cfg.points if kind == "slice" else None)
+    if kind == "prune":  # fine-tuning epochs, then one evaluation of train and test
+        return Cost(passes=TRAIN_EPOCH_PASSES * cfg.finetune_epochs + 2.0)
+    if kind == "masks":
+        return Cost()  # reads the snapshots: no forward pass
+    if kind == "sweep":
+        runs = len(cfg.c) * len(cfg.mu) * len(cfg.seeds)
+        return sweep_cost(runs, cfg.train.epochs, magnitude=cfg.magnitude)
+    raise ValueError(f"no cost model for study kind {kind!r}")
 
 
 def sweep_cost(runs: int, epochs: int, *, magnitude: bool = False) -> Cost:

@@ -286,10 +286,7 @@ class Evaluator:
                 logits = self.net(x[i : i + self.step])  # (rows, classes)
                 yb = y[i : i + self.step]
                 k = max(0, min(n_train - start - i, len(yb)))  # rows from the train set
-                if k:
-                    sums[0] += chunk_sums(logits[:k], yb[:k])
-                if k < len(yb):
-                    sums[1] += chunk_sums(logits[k:], yb[k:])
+                sums += chunk_sums(logits, yb, k)
         return self._result(sums)
 
     @torch.no_grad()
@@ -333,7 +330,7 @@ class Evaluator:
         sums = []
         for x, y in zip(xs, self.y, strict=True):
             logits = vmap(logits_of, in_dims=(0, dim))(params, x)  # (kp, rows, classes)
-            sums.append([chunk_sums(lg, y) for lg in logits])  # kp x (WIDTH,)
+            sums.append([chunk_sums(lg, y)[0] for lg in logits])  # kp x (WIDTH,)
         return [self._result([s[i] for s in sums]) for i in range(kp)]
 
 
@@ -363,7 +360,7 @@ def evaluate_model(
     try:
         sums = torch.zeros(WIDTH, dtype=torch.float64, device=x.device)
         for i in range(0, len(y), batch_size):
-            sums += chunk_sums(model(x[i : i + batch_size]), y[i : i + batch_size])
+            sums += chunk_sums(model(x[i : i + batch_size]), y[i : i + batch_size])[0]
     finally:
         model.train(was_training)
     return values(sums, len(y))

@@ -1,7 +1,8 @@
 """Metrics: named reductions of a network's logits. Adding one is one line in REDUCTIONS.
 
-A :class:`Metric` turns a chunk of logits into a few float64 sums (``sums``); the evaluator adds
-them up over all chunks of a data set and ``value(sums, n)`` gives the metric. Row statistics
+A :class:`Metric` turns a chunk of logits into a few float64 sums (``sums``), separately for the
+chunk's first ``k`` rows (training samples) and the rest (test samples); the evaluator adds them
+up over all chunks and ``value(sums, n)`` gives the metric. Row statistics
 that several metrics need (the maximum logit, log-sum-exp, the prediction, its confidence) are
 computed once per chunk by :class:`Rows`. Every metric appears for the training and the test
 set: :data:`METRICS` lists the result columns (``train_loss``, ..., ``test_ece``).
@@ -9,6 +10,7 @@ set: :data:`METRICS` lists the result columns (``train_loss``, ..., ``test_ece``
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,10 +23,19 @@ ECE_BINS = 15  # equal-width confidence bins (b/15, (b+1)/15] of the expected ca
 
 
 class Rows:
-    """Per-row statistics of one chunk of logits (rows, classes), each computed when asked."""
+    """Per-row statistics of one chunk of logits (rows, classes), each computed when asked.
 
-    def __init__(self, logits: torch.Tensor, y: torch.Tensor):
-        self.logits, self.y = logits, y
+    The first ``k`` rows are one group (training samples), the rest another (test samples).
+    """
+
+    def __init__(self, logits: torch.Tensor, y: torch.Tensor, k: int):
+        self.logits, self.y, self.k = logits, y, k
+
+    def split_sum(self, v: torch.Tensor) -> torch.Tensor:
+        """(2, 1) float64 sums of the per-row values ``v`` over the two groups."""
+        return torch.stack(
+            [v[: self.k].sum(dtype=torch.float64), v[self.k :].sum(dtype=torch.float64)]
+        )[:, None]
 
     @cached_property
     def _max(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,7 +57,7 @@ class Rows:
 
     @cached_property
     def correct(self) -> torch.Tensor:
-        return (self.pred == self.y).to(torch.float64)
+        return self.pred == self.y
 
     @cached_property
     def confidence(self) -> torch.Tensor:
@@ -60,7 +71,7 @@ class Metric:
 
     Attributes:
         name: "loss" gives the result columns "train_loss" and "test_loss".
-        sums: :class:`Rows` of a chunk -> (m,) float64 sums over its rows.
+        sums: :class:`Rows` of a chunk -> (2, m) float64 sums over its two groups of rows.
         value: (the (m,) sums over all n rows, n) -> the metric's value.
     """
 
@@ -69,21 +80,25 @@ class Metric:
     value: Callable[[torch.Tensor, int], float]
 
 
-def _total(t: torch.Tensor) -> torch.Tensor:
-    return t.sum(dtype=torch.float64)[None]
-
-
 def _mean(s: torch.Tensor, n: int) -> float:
     return float(s[0]) / n
 
 
+@functools.cache
+def _edges(device: torch.device) -> torch.Tensor:
+    return torch.arange(1, ECE_BINS, device=device, dtype=torch.float64) / ECE_BINS
+
+
 def _ece_sums(r: Rows) -> torch.Tensor:
-    """Per confidence bin: rows, summed confidence, summed correctness (3 * ECE_BINS)."""
+    """Per group and confidence bin: rows, summed confidence, summed correctness (2, 3 * BINS)."""
     conf = r.confidence
-    edges = torch.arange(1, ECE_BINS, device=conf.device, dtype=conf.dtype) / ECE_BINS
-    b = torch.bucketize(conf, edges)  # bin b: (b/15, (b+1)/15]
-    parts = (None, conf, r.correct)
-    return torch.cat([torch.bincount(b, weights=w, minlength=ECE_BINS).double() for w in parts])
+    b = torch.bucketize(conf, _edges(conf.device))  # bin b: (b/15, (b+1)/15]
+    b[r.k :] += ECE_BINS  # the second group's bins follow the first's
+    # One bincount for the three sums: its index is (quantity, group, bin).
+    idx = torch.cat([b, b + 2 * ECE_BINS, b + 4 * ECE_BINS])
+    w = torch.cat([torch.ones_like(conf), conf, r.correct.to(conf.dtype)])
+    sums = torch.bincount(idx, weights=w, minlength=6 * ECE_BINS).view(3, 2, ECE_BINS)
+    return sums.transpose(0, 1).reshape(2, 3 * ECE_BINS)
 
 
 def _ece_value(s: torch.Tensor, n: int) -> float:
@@ -92,29 +107,30 @@ def _ece_value(s: torch.Tensor, n: int) -> float:
 
 
 REDUCTIONS: tuple[Metric, ...] = (
-    Metric("loss", lambda r: _total(r.loss), _mean),  # mean cross-entropy
-    Metric("acc", lambda r: _total(r.correct), _mean),  # top-1 accuracy
+    Metric("loss", lambda r: r.split_sum(r.loss), _mean),  # mean cross-entropy
+    Metric("acc", lambda r: r.split_sum(r.correct), _mean),  # top-1 accuracy
     Metric("ece", _ece_sums, _ece_value),  # expected calibration error, 15 bins
 )
 METRICS: tuple[str, ...] = tuple(f"{s}_{m.name}" for s in ("train", "test") for m in REDUCTIONS)
 
 
 def _width(metric: Metric) -> int:
-    return len(metric.sums(Rows(torch.zeros(1, 2), torch.zeros(1, dtype=torch.int64))))
+    return metric.sums(Rows(torch.zeros(1, 2), torch.zeros(1, dtype=torch.int64), 1)).shape[1]
 
 
 _WIDTHS = [_width(m) for m in REDUCTIONS]
 WIDTH = sum(_WIDTHS)  # length of :func:`chunk_sums`' output
 
 
-def chunk_sums(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Every metric's sums over the rows of one chunk, side by side: (WIDTH,) float64."""
-    rows = Rows(logits, y)
-    return torch.cat([m.sums(rows) for m in REDUCTIONS])
+def chunk_sums(logits: torch.Tensor, y: torch.Tensor, k: int | None = None) -> torch.Tensor:
+    """Every metric's sums over one chunk, side by side: (2, WIDTH) float64, row 0 over the
+    first ``k`` rows (default: all), row 1 over the rest."""
+    rows = Rows(logits, y, len(y) if k is None else k)
+    return torch.cat([m.sums(rows) for m in REDUCTIONS], 1)
 
 
 def values(sums: torch.Tensor, n: int) -> dict[str, float]:
-    """{metric name: value} from the sums of :func:`chunk_sums` over ``n`` rows (NaN if 0)."""
+    """{metric name: value} from one row of :func:`chunk_sums`' sums over ``n`` rows (NaN if 0)."""
     if n == 0:
         return {m.name: float("nan") for m in REDUCTIONS}
     parts = sums.cpu().split(_WIDTHS)

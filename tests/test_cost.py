@@ -81,6 +81,14 @@ def test_study_cost_of_every_kind_is_its_counting_function():
     for name in ("curve", "plane", "pca", "random_plane", "slice", "hessian"):
         cost = study_cost(name, KINDS[name].config(), N_TRAIN)
         assert cost.points > 0 or cost.hvps > 0
+    # Every registered kind has a cost model.
+    for name, kind in KINDS.items():
+        assert isinstance(study_cost(name, kind.config(), N_TRAIN), Cost)
+    sweep = KINDS["sweep"].config()
+    runs = len(sweep.c) * len(sweep.mu) * len(sweep.seeds)
+    assert study_cost("sweep", sweep, N_TRAIN) == sweep_cost(runs, sweep.train.epochs)
+    with pytest.raises(ValueError, match="no cost model"):
+        study_cost("nonsense", None, N_TRAIN)
 
 
 def test_sweep_cost_is_training_epochs_and_twins():
