@@ -320,46 +320,64 @@ def open_research(
         where = source if kind == "model" else f"{source} (control point {j})"
         validate_state(point, arch, source=where + tag)
     info = obj if isinstance(obj, dict) else {}
-    epoch = info.get("epoch") if _number(info.get("epoch")) is not None else None
-    optimizer = _optimizer_summary(info.get("optimizer_state"))
-    data = {**(recognition.data if recognition else {}), **(data or {})}
-    meta: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "arch": arch,
-        "epoch": epoch,
-        "optimizer": optimizer,
-        "source": {"file": path.name, "kind": kind},
-    }
-    if data:
-        meta["data"] = data
-
-    def checkpoint(point: dict[str, torch.Tensor], tag: str, j: int | None) -> Checkpoint:
-        point = {k: v.float() if v.is_floating_point() else v for k, v in point.items()}
-        m = {**meta, "source": {**meta["source"], **({"point": j} if j is not None else {})}}
-        return Checkpoint(point, m, content_hash(point), path, f"{path.stem}{tag}")
-
-    curve = None
-    if kind == "model":
-        points = [checkpoint(states[0], "", None)]
-    else:
-        k = len(states) - 1
-        points = [checkpoint(states[0], ":t=0", 0), checkpoint(states[-1], ":t=1", k)]
-        with torch.device("meta"):
-            model = build_model(arch["name"], **arch.get("kwargs", {}))
-        names = param_names(model)  # the curve's flat vectors follow the model's order
-        params = [{n: s[n].float() for n in names} for s in states]
-        curve = BezierCurve(params[0], params[-1], params[1:-1])
+    meta = _research_meta(
+        path, kind, arch, info, {**(recognition.data if recognition else {}), **(data or {})}
+    )
+    points, curve = _research_points(path, states, arch, meta)
     return ResearchFile(
         path=path,
         kind=kind,
         arch=arch,
         label=recognition.label if recognition and recognition.arch == arch else None,
         recognized=guessed,
-        epoch=epoch,
-        optimizer=optimizer,
+        epoch=meta["epoch"],
+        optimizer=meta["optimizer"],
         points=points,
         curve=curve,
     )
+
+
+def _research_meta(
+    path: Path, kind: str, arch: dict[str, Any], info: dict, data: dict[str, Any]
+) -> dict[str, Any]:
+    """The metadata shared by a research file's checkpoints (``data`` left out when empty)."""
+    meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "arch": arch,
+        "epoch": info.get("epoch") if _number(info.get("epoch")) is not None else None,
+        "optimizer": _optimizer_summary(info.get("optimizer_state")),
+        "source": {"file": path.name, "kind": kind},
+    }
+    if data:
+        meta["data"] = data
+    return meta
+
+
+def _research_checkpoint(
+    path: Path, point: dict[str, torch.Tensor], meta: dict[str, Any], tag: str, j: int | None
+) -> Checkpoint:
+    """One checkpoint of a research file (floats as float32; a curve point names its index)."""
+    point = {k: v.float() if v.is_floating_point() else v for k, v in point.items()}
+    m = {**meta, "source": {**meta["source"], **({"point": j} if j is not None else {})}}
+    return Checkpoint(point, m, content_hash(point), path, f"{path.stem}{tag}")
+
+
+def _research_points(
+    path: Path, states: list[dict[str, torch.Tensor]], arch: dict[str, Any], meta: dict[str, Any]
+) -> tuple[list[Checkpoint], BezierCurve | None]:
+    """The model's checkpoint, or a curve's two endpoint checkpoints and its Bezier curve."""
+    if meta["source"]["kind"] == "model":
+        return [_research_checkpoint(path, states[0], meta, "", None)], None
+    k = len(states) - 1
+    points = [
+        _research_checkpoint(path, states[0], meta, ":t=0", 0),
+        _research_checkpoint(path, states[-1], meta, ":t=1", k),
+    ]
+    with torch.device("meta"):
+        model = build_model(arch["name"], **arch.get("kwargs", {}))
+    names = param_names(model)  # the curve's flat vectors follow the model's order
+    params = [{n: s[n].float() for n in names} for s in states]
+    return points, BezierCurve(params[0], params[-1], params[1:-1])
 
 
 def load_any(

@@ -26,7 +26,7 @@ from landscape.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from landscape.curves import CurveConfig, save_curve
+from landscape.curves import BezierCurve, CurveConfig, save_curve
 from landscape.data import DATASETS, load_dataset
 from landscape.models import RESEARCH_ARCHS, build_model, prunable_names, resolve_arch
 from landscape.params import sparsity
@@ -331,6 +331,20 @@ def save_upload(
         CheckpointError: with a message naming the file and the first problem found.
     """
     label = Path(filename).name
+    _check_upload(blob, label, max_bytes)
+    points, curve = _read_upload(blob, label, arch=arch, data=data, max_bytes=max_bytes)
+    for ckpt in points:
+        if data is not None and not ckpt.meta.get("data"):
+            ckpt.meta["data"] = data
+        _check_data(ckpt.meta, label)
+    if curve is None:
+        first, new = _keep(points[0], label)
+        return Upload(first, points[0].hash, points[0].meta, new)
+    return _keep_curve(points, curve, label)
+
+
+def _check_upload(blob: bytes, label: str, max_bytes: int) -> None:
+    """Refuse an unsupported file type or an oversized file before reading it."""
     suffix = Path(label).suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
         raise CheckpointError(
@@ -340,35 +354,40 @@ def save_upload(
         raise CheckpointError(
             f"{label}: file is {len(blob)} bytes, over the size limit of {max_bytes} bytes"
         )
-    curve = None
+
+
+def _read_upload(
+    blob: bytes,
+    label: str,
+    *,
+    arch: dict[str, Any] | None,
+    data: dict[str, Any] | None,
+    max_bytes: int,
+) -> tuple[list[Checkpoint], BezierCurve | None]:
+    """The uploaded file's checkpoints and (for a curve file) its curve, read from a temp copy."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / label
         atomic_write(path, blob)
         try:
-            if suffix == ".safetensors":
-                points = [load_checkpoint(path, arch=arch, max_bytes=max_bytes)]
-            else:
-                found = open_research(path, arch=arch, data=data, max_bytes=max_bytes)
-                points, curve = found.points, found.curve
+            if path.suffix.lower() == ".safetensors":
+                return [load_checkpoint(path, arch=arch, max_bytes=max_bytes)], None
+            found = open_research(path, arch=arch, data=data, max_bytes=max_bytes)
+            return found.points, found.curve
         except CheckpointError as err:
             # Name the file as the user knows it, not the temporary copy.
             raise CheckpointError(str(err).replace(str(path), label)) from err
-    for ckpt in points:
-        if data is not None and not ckpt.meta.get("data"):
-            ckpt.meta["data"] = data
-        _check_data(ckpt.meta, label)
-    labels = [label] if curve is None else [f"{label} t=0", f"{label} t=1"]
-    stored = [_keep(ckpt, name) for ckpt, name in zip(points, labels, strict=True)]
-    first, new = stored[0]
-    if curve is None:
-        return Upload(first, points[0].hash, points[0].meta, new)
+
+
+def _keep_curve(points: list[Checkpoint], curve: BezierCurve, label: str) -> Upload:
+    """Keep a curve file's endpoints, its curve and a study named after the file."""
     a, b = points
+    (first, new), (second, _) = _keep(a, f"{label} t=0"), _keep(b, f"{label} t=1")
     target = _uploads_dir() / "curves" / f"{a.hash}-{b.hash}-{label}.safetensors"
     save_curve(target, curve, a, b, CurveConfig(order=curve.order, epochs=0))
     study = label
     if study not in {s.name for s in list_studies()}:
-        create_study(study, [first, stored[1][0]])
-    return Upload(first, a.hash, a.meta, new, stored[1][0], str(target), study)
+        create_study(study, [first, second])
+    return Upload(first, a.hash, a.meta, new, second, str(target), study)
 
 
 def _keep(ckpt: Checkpoint, label: str) -> tuple[Member, bool]:

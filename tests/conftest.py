@@ -6,6 +6,8 @@ tensors are tiny and the machine's two cores are shared, where a second intra-op
 small passes up to 10x slower.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -39,3 +41,43 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def runs(tmp_path) -> list[Path]:
+    """Two tiny training runs on digits (5 snapshots each), the inputs of the PCA study."""
+    from landscape.train import TrainConfig, train
+
+    folders = []
+    for seed in (0, 1):
+        cfg = TrainConfig(
+            arch="mlp",
+            arch_kwargs={"widths": [6]},
+            epochs=2,
+            batch_size=256,
+            snapshots=5,
+            seed=seed,
+            lr=0.5,
+        )
+        train(cfg, tmp_path / f"run{seed}")
+        folders.append(tmp_path / f"run{seed}")
+    return folders
+
+
+@pytest.fixture(scope="module")
+def ends(tmp_path_factory):
+    """Two tiny digits CNN checkpoints (seeds 1 and 2), the ends of the curve tests."""
+    from tests.curve_checkpoints import tiny_checkpoint
+
+    folder = tmp_path_factory.mktemp("ends")
+    return tiny_checkpoint(folder / "a.safetensors", 1), tiny_checkpoint(
+        folder / "b.safetensors", 2
+    )
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The bundled digits data set."""
+    from landscape.data import load_dataset
+
+    return load_dataset("digits")

@@ -1,4 +1,4 @@
-"""Architecture registry: shapes of the logits, argument errors, prunable tensors, ResNet-20."""
+"""Architecture registry: logits shapes, argument errors, prunable tensors, ResNet-20, names."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from landscape.models import MODELS, ResNet20, build_model, prunable_names
+from landscape.models import (
+    MODELS,
+    RESEARCH_ARCHS,
+    ResNet20,
+    build_model,
+    prunable_names,
+    resolve_arch,
+)
 
 # (name, kwargs, input shape (C, H, W)); resnet20 on a small input to stay fast.
 CASES = [
@@ -138,3 +145,36 @@ def test_resnet20_structure():
     assert shortcuts == [3, 6]
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert n_bn == 19 + 2
+
+
+def test_resolve_arch():
+    assert resolve_arch("VGG16BN") == ("vgg", {"depth": 16, "batch_norm": True})
+    assert resolve_arch("vgg19") == ("vgg", {"depth": 19, "batch_norm": False})
+    assert resolve_arch("PreResNet164", {"num_classes": 100}) == (
+        "preresnet",
+        {"depth": 164, "num_classes": 100},
+    )
+    # The caller's kwargs win over the research name's.
+    assert resolve_arch("wideresnet28x10_NOBN", {"widen_factor": 2, "num_classes": 100}) == (
+        "wideresnet",
+        {"depth": 28, "widen_factor": 2, "batch_norm": False, "num_classes": 100},
+    )
+    assert resolve_arch("cnn", {"hidden": 8}) == ("cnn", {"hidden": 8})
+    assert resolve_arch("wideresnet") == ("wideresnet", {})
+    name, kwargs = resolve_arch("VGG16")
+    kwargs["depth"] = 19  # the table itself is not handed out
+    assert RESEARCH_ARCHS["VGG16"] == ("vgg", {"depth": 16, "batch_norm": False})
+    with pytest.raises(ValueError, match="Unknown architecture 'ResNet50'") as info:
+        resolve_arch("ResNet50")
+    for known in [*MODELS, *RESEARCH_ARCHS]:
+        assert known in str(info.value)
+
+
+@pytest.mark.parametrize("research_name", sorted(RESEARCH_ARCHS))
+def test_every_research_name_builds(research_name):
+    name, kwargs = resolve_arch(research_name)
+    assert name in MODELS
+    with torch.device("meta"):  # shapes only: no memory, no init cost
+        model = build_model(name, **kwargs)
+    x = torch.empty(1, 3, 32, 32, device="meta")
+    assert model(x).shape == (1, 10)

@@ -13,13 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape.models import (
-    MODELS,
-    RESEARCH_ARCHS,
     VGG,
     PreResNet,
     WideResNet,
     build_model,
-    resolve_arch,
 )
 
 VGG16_WIDTHS = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
@@ -445,39 +442,6 @@ def test_vgg_without_bn_does_not_load_into_vgg_bn():
 def test_bad_arguments_raise(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_model(name, **kwargs)
-
-
-def test_resolve_arch():
-    assert resolve_arch("VGG16BN") == ("vgg", {"depth": 16, "batch_norm": True})
-    assert resolve_arch("vgg19") == ("vgg", {"depth": 19, "batch_norm": False})
-    assert resolve_arch("PreResNet164", {"num_classes": 100}) == (
-        "preresnet",
-        {"depth": 164, "num_classes": 100},
-    )
-    # The caller's kwargs win over the research name's.
-    assert resolve_arch("wideresnet28x10_NOBN", {"widen_factor": 2, "num_classes": 100}) == (
-        "wideresnet",
-        {"depth": 28, "widen_factor": 2, "batch_norm": False, "num_classes": 100},
-    )
-    assert resolve_arch("cnn", {"hidden": 8}) == ("cnn", {"hidden": 8})
-    assert resolve_arch("wideresnet") == ("wideresnet", {})
-    name, kwargs = resolve_arch("VGG16")
-    kwargs["depth"] = 19  # the table itself is not handed out
-    assert RESEARCH_ARCHS["VGG16"] == ("vgg", {"depth": 16, "batch_norm": False})
-    with pytest.raises(ValueError, match="Unknown architecture 'ResNet50'") as info:
-        resolve_arch("ResNet50")
-    for known in [*MODELS, *RESEARCH_ARCHS]:
-        assert known in str(info.value)
-
-
-@pytest.mark.parametrize("research_name", sorted(RESEARCH_ARCHS))
-def test_every_research_name_builds(research_name):
-    name, kwargs = resolve_arch(research_name)
-    assert name in MODELS
-    with torch.device("meta"):  # shapes only: no memory, no init cost
-        model = build_model(name, **kwargs)
-    x = torch.empty(1, 3, 32, 32, device="meta")
-    assert model(x).shape == (1, 10)
 
 
 @pytest.mark.parametrize("batch_norm", [True, False])

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sklearn.decomposition import PCA
 from torch import nn
 
 import landscape.studies.plane as plane_mod
@@ -29,7 +28,6 @@ from landscape.studies.pca import PCAConfig, PCAInputs
 from landscape.studies.plane import PlaneConfig, PlaneInputs
 from landscape.studies.random_plane import RandomPlaneConfig, RandomPlaneInputs
 from landscape.studies.slices import SliceConfig, SliceInputs
-from landscape.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -310,78 +308,6 @@ def test_random_plane_directions_are_filter_normalised(mlp3, tmp_path):
     assert_metrics_close({m: res.metrics[m][1, 1] for m in METRICS}, want)
 
 
-def _tiny_run(out: Path, seed: int) -> Path:
-    cfg = TrainConfig(
-        arch="mlp",
-        arch_kwargs={"widths": [6]},
-        epochs=2,
-        batch_size=256,
-        snapshots=5,
-        seed=seed,
-        lr=0.5,
-    )
-    train(cfg, out)
-    return out
-
-
-@pytest.fixture
-def runs(tmp_path) -> list[Path]:
-    return [_tiny_run(tmp_path / "run0", 0), _tiny_run(tmp_path / "run1", 1)]
-
-
-def _snapshot_matrix(runs: list[Path]) -> np.ndarray:
-    rows = []
-    for r in runs:
-        for f in sorted((r / "trajectory").glob("step_*.safetensors")):
-            rows.append(flat_params(load_checkpoint(f)))
-    return np.stack(rows)
-
-
-def test_pca_study_with_mean_centre_matches_sklearn(runs, tmp_path):
-    cfg = PCAConfig(grid=2, centre="mean")
-    res = run(pca.KIND, cfg, PCAInputs(tuple(runs)), store=Store(tmp_path / "s"))
-    x = _snapshot_matrix(runs)
-    ref_pca = PCA(n_components=2).fit(x)
-    assert res.explained_variance_ratio == pytest.approx(
-        ref_pca.explained_variance_ratio_, rel=1e-6
-    )
-    ref = ref_pca.transform(x)
-    for k in range(2):  # components are defined up to sign
-        assert np.allclose(np.abs(res.xy[:, k]), np.abs(ref[:, k]), atol=1e-6)
-    back = ref_pca.inverse_transform(ref)
-    assert np.allclose(res.residual, np.linalg.norm(x - back, axis=1), atol=1e-6)
-    assert list(res.run_index) == [0] * 5 + [1] * 5
-    assert len(res.snapshots) == 10 and res.runs == ["run0", "run1"] and res.centre == "mean"
-
-
-def test_pca_study_with_final_centre_matches_gram_eigendecomposition(runs, tmp_path):
-    res = run(pca.KIND, PCAConfig(grid=2), PCAInputs(tuple(runs[:1])), store=Store(tmp_path / "s"))
-    x = _snapshot_matrix(runs[:1])
-    m = x - flat_params(load_checkpoint(runs[0] / "final.safetensors"))
-    # Independent route: eigenvectors of the (S, S) Gram matrix give the principal axes.
-    lam, vec = np.linalg.eigh(m @ m.T)
-    lam, vec = lam[::-1], vec[:, ::-1]
-    assert res.explained_variance_ratio == pytest.approx(lam[:2] / lam.sum(), rel=1e-6)
-    axes = (m.T @ vec[:, :2]) / np.sqrt(lam[:2])  # (P, 2) unit principal axes
-    xy = m @ axes
-    assert np.allclose(np.abs(res.xy), np.abs(xy), atol=1e-6)
-    resid = np.linalg.norm(m - xy @ axes.T, axis=1)
-    assert np.allclose(res.residual, resid, atol=1e-6)
-    assert np.allclose(res.xy[-1], 0, atol=1e-9)  # the final snapshot is the centre
-    assert res.epoch[-1] == pytest.approx(2.0)
-
-
-def test_pca_study_rejects_mixed_architectures(runs, tmp_path):
-    other = tmp_path / "other"
-    train(TrainConfig(arch="mlp", arch_kwargs={"widths": [5]}, epochs=1, snapshots=3), other)
-    store = Store(tmp_path / "s")
-    with pytest.raises(ValueError, match="widths"):
-        run(pca.KIND, PCAConfig(grid=2), PCAInputs((runs[0], other)), store=store)
-    # The architectures are checked once the snapshots are read: no result, partial or array
-    # is written (only the result's lock file, taken before computing).
-    assert not [p for p in store.root.rglob("*") if p.suffix in (".json", ".npz")]
-
-
 def test_slice_delta_hits_both_end_points(mlp3, tmp_path):
     a, _, b = mlp3
     res = slice_run(a, b, direction="delta", points=3, span=0.0, store=Store(tmp_path / "s"))
@@ -441,12 +367,6 @@ def test_cli_grid_commands(mlp3, tmp_path, capsys, argv):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "train_loss" in out and str(tmp_path / "s") in out
-
-
-def test_cli_pca(runs, tmp_path, capsys):
-    argv = ["pca", str(runs[0]), str(runs[1]), "--grid", "2", "--store", str(tmp_path / "s")]
-    assert main(argv) == 0
-    assert "explained" in capsys.readouterr().out
 
 
 def test_cli_reports_bad_input(mlp3, tmp_path, capsys):

@@ -75,17 +75,8 @@ def _digest(path: Path) -> tuple[int, str]:
     return path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.slow
-def test_sweep_table_frontier_magnitude_and_resume(tmp_path, device):
-    sgd = train(TrainConfig(**{**TINY, "epochs": 2}), tmp_path / "sgd")
-    base = TrainConfig(**TINY, optimizer="grda", lr=0.1, device=device)
-    cfg = SweepConfig(c=[0.02, 0.2], mu=[0.6], seeds=[1], train=base, magnitude=True)
-    cfg.sgd = str(sgd.path)
-    out = tmp_path / "sweep"
-    calls = []
-    res = run_sweep(cfg, out, progress=lambda done, total, stage: calls.append((done, total)))
-    assert (res.trained, res.reused) == (2, 0)
-    assert calls == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]  # 2 runs, then 2 magnitude models
+def _check_table(res, out: Path, sgd: Path) -> None:
+    """Two gRDA runs, their magnitude-pruned SGD twins, the frontier and the CSV of a sweep."""
     assert [r["kind"] for r in res.rows] == ["grda", "grda", "magnitude", "magnitude"]
     grda, mag = res.rows[:2], res.rows[2:]
     assert [(r["c"], r["mu"], r["seed"]) for r in grda] == [(0.02, 0.6, 1), (0.2, 0.6, 1)]
@@ -97,7 +88,7 @@ def test_sweep_table_frontier_magnitude_and_resume(tmp_path, device):
         pruned = load_checkpoint(out / m["path"])
         assert (
             pruned.meta["optimizer"]["source_hash"]
-            == load_checkpoint(sgd.path / "final.safetensors").hash
+            == load_checkpoint(sgd / "final.safetensors").hash
         )
         assert m["sparsity"] == pytest.approx(g["sparsity"], abs=1e-12)  # same count of zeros
         assert (m["c"], m["mu"], m["seed"]) == (g["c"], g["mu"], g["seed"])
@@ -110,6 +101,21 @@ def test_sweep_table_frontier_magnitude_and_resume(tmp_path, device):
     for row, r in zip(table, res.rows, strict=True):
         assert float(row["test_acc"]) == r["test_acc"] and row["path"] == r["path"]
     assert load_sweep(out).rows == res.rows
+
+
+@pytest.mark.slow
+def test_sweep_table_frontier_magnitude_and_resume(tmp_path, device):
+    sgd = train(TrainConfig(**{**TINY, "epochs": 2}), tmp_path / "sgd")
+    base = TrainConfig(**TINY, optimizer="grda", lr=0.1, device=device)
+    cfg = SweepConfig(c=[0.02, 0.2], mu=[0.6], seeds=[1], train=base, magnitude=True)
+    cfg.sgd = str(sgd.path)
+    out = tmp_path / "sweep"
+    calls = []
+    res = run_sweep(cfg, out, progress=lambda done, total, stage: calls.append((done, total)))
+    assert (res.trained, res.reused) == (2, 0)
+    assert calls == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]  # 2 runs, then 2 magnitude models
+    _check_table(res, out, sgd.path)
+    grda, mag = res.rows[:2], res.rows[2:]
 
     # Second call: nothing retrained, files untouched.
     files = [out / g["path"] / "run.json" for g in grda] + [out / m["path"] for m in mag]

@@ -122,27 +122,51 @@ def path_metric(
         log_y: logarithmic y axis (for losses).
         at: draw a vertical marker at this t.
     """
+    series = {name: (t, values) for name, values in paths.items()}
+    fig = _metric_lines(
+        series,
+        metric,
+        var="t",
+        title=f"{label(metric)} along the paths",
+        xaxis_title="t (0 = A, 1 = B)",
+        log_y=log_y,
+        colors=PATH_COLORS,
+    )
+    if at is not None:
+        fig.add_vline(x=at, line={"dash": "dash", "color": "gray"})
+    return fig
+
+
+def _metric_lines(
+    series: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    metric: str,
+    *,
+    var: str,
+    title: str,
+    xaxis_title: str,
+    log_y: bool,
+    colors: Mapping[str, str] | None = None,
+) -> go.Figure:
+    """One line per ``{name: (x, values)}`` of a metric, hovering ``var = x`` and the value."""
     fig = go.Figure()
-    for name, values in paths.items():
+    for name, (x, values) in series.items():
         fig.add_scatter(
-            x=t,
+            x=x,
             y=values,
             name=name,
             mode="lines+markers",
             marker={"size": 4},
-            line={"color": PATH_COLORS.get(name)},
-            hovertemplate="t = %{x:.3f}<br>"
+            line={"color": (colors or {}).get(name)},
+            hovertemplate=f"{var} = %{{x:.3f}}<br>"
             + label(metric)
             + " %{y:.4g}<extra>"
             + name
             + "</extra>",
         )
-    if at is not None:
-        fig.add_vline(x=at, line={"dash": "dash", "color": "gray"})
     fig.update_layout(
         **LAYOUT,
-        title=f"{label(metric)} along the paths",
-        xaxis_title="t (0 = A, 1 = B)",
+        title=title,
+        xaxis_title=xaxis_title,
         yaxis={"title": label(metric), "type": "log" if log_y else "linear"},
         height=360,
     )
@@ -231,28 +255,14 @@ def slices(
         metric: metric key, for titles.
         log_y: logarithmic y axis.
     """
-    fig = go.Figure()
-    for name, (s, values) in curves.items():
-        fig.add_scatter(
-            x=s,
-            y=values,
-            name=name,
-            mode="lines+markers",
-            marker={"size": 4},
-            hovertemplate="s = %{x:.3f}<br>"
-            + label(metric)
-            + " %{y:.4g}<extra>"
-            + name
-            + "</extra>",
-        )
-    fig.update_layout(
-        **LAYOUT,
+    return _metric_lines(
+        curves,
+        metric,
+        var="s",
         title=f"{label(metric)} along 1D slices",
         xaxis_title="s (step along the direction)",
-        yaxis={"title": label(metric), "type": "log" if log_y else "linear"},
-        height=360,
+        log_y=log_y,
     )
-    return fig
 
 
 PRUNING_KINDS = {  # sweep table kind -> (legend name, colour, marker)
@@ -330,45 +340,7 @@ def mask_stability_curves(runs: Mapping[str, Mapping]) -> go.Figure:
     )
     tol = None
     for i, (name, ms) in enumerate(runs.items()):
-        color = f"hsl({(i * 137) % 360}, 60%, 45%)"
-        epochs = list(ms["epochs"])
-        for col, key in ((1, "sparsity"), (2, "jaccard_final")):
-            fig.add_scatter(
-                x=epochs,
-                y=list(ms[key]),
-                name=name,
-                legendgroup=name,
-                showlegend=col == 1,
-                mode="lines+markers",
-                line={"color": color},
-                row=1,
-                col=col,
-            )
-        fig.add_scatter(  # the first snapshot has no previous one: its None leaves no point
-            x=epochs[1:],
-            y=list(ms["flipped"])[1:],
-            name=name,
-            legendgroup=name,
-            showlegend=False,
-            mode="lines+markers",
-            line={"color": color},
-            row=1,
-            col=3,
-        )
-        if ms["settled_step"] is not None:
-            k = list(ms["steps"]).index(ms["settled_step"])
-            fig.add_scatter(
-                x=[epochs[k]],
-                y=[ms["jaccard_final"][k]],
-                name=f"{name} settled",
-                legendgroup=name,
-                showlegend=False,
-                mode="markers",
-                marker={"symbol": "star", "size": 14, "color": color},
-                hovertemplate="mask settled after epoch %{x:.2f}<extra>" + name + "</extra>",
-                row=1,
-                col=2,
-            )
+        _add_mask_run(fig, name, ms, color=f"hsl({(i * 137) % 360}, 60%, 45%)")
         tol = ms["tol"]
     if tol is not None:
         fig.add_hline(y=tol, line={"dash": "dash", "color": "gray"}, row=1, col=3)
@@ -378,3 +350,45 @@ def mask_stability_curves(runs: Mapping[str, Mapping]) -> go.Figure:
     fig.update_yaxes(title_text="fraction of weights", type="log", row=1, col=3)
     fig.update_layout(**LAYOUT, title="Mask stability (Z: zero weights)", height=380)
     return fig
+
+
+def _add_mask_run(fig: go.Figure, name: str, ms: Mapping, *, color: str) -> None:
+    """One run's sparsity, Jaccard and flip lines (and its settled star) on the three panels."""
+    epochs = list(ms["epochs"])
+    for col, key in ((1, "sparsity"), (2, "jaccard_final")):
+        fig.add_scatter(
+            x=epochs,
+            y=list(ms[key]),
+            name=name,
+            legendgroup=name,
+            showlegend=col == 1,
+            mode="lines+markers",
+            line={"color": color},
+            row=1,
+            col=col,
+        )
+    fig.add_scatter(  # the first snapshot has no previous one: its None leaves no point
+        x=epochs[1:],
+        y=list(ms["flipped"])[1:],
+        name=name,
+        legendgroup=name,
+        showlegend=False,
+        mode="lines+markers",
+        line={"color": color},
+        row=1,
+        col=3,
+    )
+    if ms["settled_step"] is not None:
+        k = list(ms["steps"]).index(ms["settled_step"])
+        fig.add_scatter(
+            x=[epochs[k]],
+            y=[ms["jaccard_final"][k]],
+            name=f"{name} settled",
+            legendgroup=name,
+            showlegend=False,
+            mode="markers",
+            marker={"symbol": "star", "size": 14, "color": color},
+            hovertemplate="mask settled after epoch %{x:.2f}<extra>" + name + "</extra>",
+            row=1,
+            col=2,
+        )

@@ -67,6 +67,30 @@ def _hover(
     return np.stack(custom, axis=-1), hover + "<extra></extra>"
 
 
+def _grid_trace(
+    alpha: np.ndarray,
+    beta: np.ndarray,
+    z: np.ndarray,
+    metric: str,
+    other: np.ndarray | None,
+    other_metric: str,
+    log_z: bool,
+) -> dict:
+    """Arguments shared by the contour and the surface trace of a metric grid."""
+    z = np.asarray(z, dtype=float)
+    custom, hover = _hover(z, metric, other, other_metric)
+    return {
+        "x": alpha,
+        "y": beta,
+        "z": _levels(z, log_z),
+        "customdata": custom,
+        "colorscale": "Viridis",
+        "colorbar": {"title": ("log10 " if log_z else "") + label(metric)},
+        "hovertemplate": hover,
+        "name": label(metric),
+    }
+
+
 def plane_contour(
     alpha: np.ndarray,
     beta: np.ndarray,
@@ -98,21 +122,9 @@ def plane_contour(
         log_z: colour by log10 of ``z``.
         title, xaxis_title, yaxis_title: texts.
     """
-    z = np.asarray(z, dtype=float)
-    custom, hover = _hover(z, metric, other, other_metric)
+    trace = _grid_trace(alpha, beta, z, metric, other, other_metric, log_z)
     fig = go.Figure(
-        go.Contour(
-            x=alpha,
-            y=beta,
-            z=_levels(z, log_z),
-            customdata=custom,
-            colorscale="Viridis",
-            contours={"coloring": "heatmap", "showlines": True},
-            ncontours=30,
-            colorbar={"title": ("log10 " if log_z else "") + label(metric)},
-            hovertemplate=hover,
-            name=label(metric),
-        )
+        go.Contour(**trace, contours={"coloring": "heatmap", "showlines": True}, ncontours=30)
     )
     _overlay(fig, points_xy, point_names, curve_xy)
     fig.update_layout(
@@ -152,22 +164,9 @@ def plane_surface(
 
     Arguments as :func:`plane_contour`.
     """
-    z = np.asarray(z, dtype=float)
-    zz = _levels(z, log_z)
-    ztitle = ("log10 " if log_z else "") + label(metric)
-    custom, hover = _hover(z, metric, other, other_metric)
-    fig = go.Figure(
-        go.Surface(
-            x=alpha,
-            y=beta,
-            z=zz,
-            customdata=custom,
-            colorscale="Viridis",
-            colorbar={"title": ztitle},
-            hovertemplate=hover,
-            name=label(metric),
-        )
-    )
+    trace = _grid_trace(alpha, beta, z, metric, other, other_metric, log_z)
+    zz, ztitle = trace["z"], trace["colorbar"]["title"]
+    fig = go.Figure(go.Surface(**trace))
     if curve_xy is not None and len(curve_xy):
         fig.add_scatter3d(
             x=curve_xy[:, 0],

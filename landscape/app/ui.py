@@ -169,6 +169,25 @@ def bn_subset(value: int) -> int | None:
     return int(value) or None
 
 
+def grid_options(sel: Selection, *, grid: int, margin: float, bn: int) -> dict[str, Any]:
+    """Config arguments shared by the grid studies (plane, PCA) from their widgets' values."""
+    return {
+        "grid": int(grid),
+        "margin": float(margin),
+        "bn_subset": bn_subset(bn),
+        "device": sel.device,
+        "data_root": sidebar.data_root(sel.a),
+    }
+
+
+def pair_page(name: str, caption: str) -> Selection:
+    """The sidebar's selection, under a page title naming its A and B and a caption."""
+    sel = sidebar.selection()
+    st.title(f"{name}: {sel.a.label} to {sel.b.label}")
+    st.caption(caption)
+    return sel
+
+
 def imported_curve(sel: Selection) -> Path | None:
     """The imported curve last chosen on the Connectivity page, if it joins this study's A, B."""
     chosen = st.session_state.get(IMPORTED_KEY)

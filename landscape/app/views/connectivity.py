@@ -148,11 +148,10 @@ def _at_t(paths: dict[str, PathResult], t: float) -> None:
 
 
 def main() -> None:
-    sel = sidebar.selection()
-    st.title(f"Connectivity: {sel.a.label} to {sel.b.label}")
-    st.caption(
+    sel = ui.pair_page(
+        "Connectivity",
         "Bezier curve fitted between the two minima (Garipov et al. 2018) beside the straight "
-        "line; BatchNorm statistics recomputed at every point. t = 0 is A, t = 1 is B."
+        "line; BatchNorm statistics recomputed at every point. t = 0 is A, t = 1 is B.",
     )
     cfg = _options(sel)
     available = sidebar.imported_curves(sel)

@@ -85,12 +85,11 @@ def _slices(results: dict[str, SliceResult]) -> None:
 
 
 def main() -> None:
-    sel = sidebar.selection()
-    st.title(f"Directions: {sel.a.label} to {sel.b.label}")
-    st.caption(
+    sel = ui.pair_page(
+        "Directions",
         "Top-k eigenvectors V of the training-loss Hessian at A (Lanczos on Hessian-vector "
         "products); how much of delta = B - A lies in their span, beside a random direction "
-        "and the magnitude-pruning direction (Chao et al. 2020)."
+        "and the magnitude-pruning direction (Chao et al. 2020).",
     )
     hcfg, scfg = _options(sel)
     res = ui.result(jobs.hessian_job(sel, hcfg), sel, key="hessian_compute")

@@ -26,13 +26,7 @@ def _options(sel: sidebar.Selection) -> PlaneConfig:
             help="fraction of the points' extent added on each side",
         )  # fmt: skip
         bn = c[2].number_input("BN subset (0: all)", 0, None, 0, key="plane_bn")
-    return PlaneConfig(
-        grid=int(grid),
-        margin=float(margin),
-        bn_subset=ui.bn_subset(bn),
-        device=sel.device,
-        data_root=sidebar.data_root(sel.a),
-    )
+    return PlaneConfig(**ui.grid_options(sel, grid=grid, margin=margin, bn=bn))
 
 
 def _grid_frame(res: PlaneResult) -> pd.DataFrame:

@@ -21,14 +21,7 @@ def _options(sel: sidebar.Selection) -> PCAConfig:
             help="final: the first run's final weights; mean: the snapshots' mean",
         )  # fmt: skip
         bn = c[3].number_input("BN subset (0: all)", 0, None, 0, key="pca_bn")
-    return PCAConfig(
-        grid=int(grid),
-        margin=float(margin),
-        centre=centre,
-        bn_subset=ui.bn_subset(bn),
-        device=sel.device,
-        data_root=sidebar.data_root(sel.a),
-    )
+    return PCAConfig(centre=centre, **ui.grid_options(sel, grid=grid, margin=margin, bn=bn))
 
 
 def _snapshots(res: PCAResult) -> pd.DataFrame:
