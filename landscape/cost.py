@@ -9,6 +9,7 @@ app caches the measurements itself.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -19,9 +20,11 @@ if TYPE_CHECKING:
     from landscape.evaluate import EvalData
 
 __all__ = [
+    "CONFIRM_S",
     "HVP_PASSES",
     "TRAIN_EPOCH_PASSES",
     "Cost",
+    "confirm_limit",
     "Rates",
     "curve_cost",
     "estimate",
@@ -37,6 +40,7 @@ __all__ = [
 
 TRAIN_EPOCH_PASSES = 3.0  # one training epoch (forward + backward) ~ 3 forward passes
 HVP_PASSES = 4.0  # one Hessian-vector product (double backward) ~ 4 forward passes of its data
+CONFIRM_S = 1800.0  # studies estimated longer than this need --yes (env LANDSCAPE_CONFIRM_S)
 _REPEATS = 3  # timings per rate; the fastest counts (others' load only slows it)
 _POINTS = 3  # weight points per timed evaluation (the evaluator's set-up is paid once a call)
 
@@ -150,9 +154,12 @@ def estimate(cost: Cost, rates: Rates, *, hvp_seconds: float | None = None) -> t
 
 
 def seconds_text(seconds: float) -> str:
-    """``~0.4 s`` below ten seconds, ``~12 s`` below two minutes, else ``~3 min``."""
+    """``~0.4 s`` below ten seconds, ``~12 s`` below two minutes, ``~3 min`` below two hours,
+    else ``~27 h``."""
     if seconds < 10:
         return f"~{seconds:.1f} s"
+    if seconds >= 7200:
+        return f"~{seconds / 3600:.0f} h"
     return f"~{seconds:.0f} s" if seconds < 120 else f"~{seconds / 60:.0f} min"
 
 
@@ -161,6 +168,27 @@ def estimate_text(cost: Cost, rates: Rates, *, hvp_seconds: float | None = None)
     passes, seconds = estimate(cost, rates, hvp_seconds=hvp_seconds)
     per = 1000 * rates.per_pass
     return f"estimated {seconds_text(seconds)} ({passes:,.0f} passes at {per:.1f} ms)"
+
+
+def confirm_limit() -> float:
+    """Seconds of estimated work above which the CLI asks for ``--yes``.
+
+    ``$LANDSCAPE_CONFIRM_S`` if set (``inf`` never asks, ``0`` always does), else
+    :data:`CONFIRM_S`.
+
+    Raises:
+        ValueError: the variable is not a number >= 0.
+    """
+    raw = os.environ.get("LANDSCAPE_CONFIRM_S", "").strip()
+    if not raw:
+        return CONFIRM_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ValueError(f"LANDSCAPE_CONFIRM_S must be a number of seconds >= 0, got {raw!r}")
+    return value
 
 
 def _fastest(fn: Callable[[], object], repeats: int) -> float:

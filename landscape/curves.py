@@ -39,6 +39,7 @@ __all__ = [
     "BezierCurve",
     "CurveConfig",
     "bernstein",
+    "curve_bytes",
     "fit_curve",
     "load_curve",
     "save_curve",
@@ -46,6 +47,8 @@ __all__ = [
 
 
 SMALL = 1e-3  # |w| below this counts as "small" in sparsity_small
+MAX_ORDER = 20  # higher orders lose the Bernstein weights to rounding (NaN paths)
+MAX_POINTS = 100_001  # values of t a curve study evaluates at most
 _CURVE_FORMAT = "landscape-curve"
 _CURVE_VERSION = 1
 _FIT_FIELDS = ("order", "epochs", "lr", "momentum", "weight_decay", "batch_size", "lr_schedule")
@@ -70,8 +73,10 @@ class CurveConfig:
 
     def check(self) -> None:
         """Raise ValueError on the first invalid field."""
-        if self.order < 1:
-            raise ValueError(f"order must be >= 1 (1 is the straight line), got {self.order}")
+        if not 1 <= self.order <= MAX_ORDER:
+            raise ValueError(
+                f"order must be in [1, {MAX_ORDER}] (1 is the straight line), got {self.order}"
+            )
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if not self.lr > 0 or not math.isfinite(self.lr):
@@ -82,8 +87,10 @@ class CurveConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.points < 2:
-            raise ValueError(f"points must be >= 2 (t = 0 and t = 1), got {self.points}")
+        if not 2 <= self.points <= MAX_POINTS:
+            raise ValueError(
+                f"points must be in [2, {MAX_POINTS}] (t = 0 and t = 1 at least), got {self.points}"
+            )
         if self.bn_subset is not None and self.bn_subset < 1:
             raise ValueError(f"bn_subset must be >= 1, got {self.bn_subset}")
         lr_factor(self.lr_schedule, 0.0)  # raises on an unknown schedule name
@@ -324,19 +331,8 @@ def curve_hash(curve: BezierCurve) -> str:
     return h.hexdigest()[:16]
 
 
-def save_curve(
-    path: str | Path, curve: BezierCurve, a: Checkpoint, b: Checkpoint, cfg: CurveConfig
-) -> Path:
-    """Write a curve's bends to a ``.safetensors`` file, atomically.
-
-    The tensors are ``bend{i}.{param name}`` (i = 1..k-1); the metadata holds the endpoints'
-    hashes and names, the architecture, the config and the fit history. The endpoints are not
-    stored: :func:`load_curve` takes them and checks their hashes.
-
-    Returns:
-        The path written.
-    """
-    path = Path(path)
+def curve_bytes(curve: BezierCurve, a: Checkpoint, b: Checkpoint, cfg: CurveConfig) -> bytes:
+    """The ``.safetensors`` bytes of a curve file (see :func:`save_curve`)."""
     tensors = {
         f"bend{i}.{n}": v.detach().cpu().contiguous().clone()
         for i, bend in enumerate(curve.bends, start=1)
@@ -352,8 +348,24 @@ def save_curve(
         "config": asdict(cfg),
         "history": curve.history,
     }
+    return save(tensors, metadata={_CURVE_FORMAT: json.dumps(meta)})
+
+
+def save_curve(
+    path: str | Path, curve: BezierCurve, a: Checkpoint, b: Checkpoint, cfg: CurveConfig
+) -> Path:
+    """Write a curve's bends to a ``.safetensors`` file, atomically.
+
+    The tensors are ``bend{i}.{param name}`` (i = 1..k-1); the metadata holds the endpoints'
+    hashes and names, the architecture, the config and the fit history. The endpoints are not
+    stored: :func:`load_curve` takes them and checks their hashes.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, save(tensors, metadata={_CURVE_FORMAT: json.dumps(meta)}))
+    atomic_write(path, curve_bytes(curve, a, b, cfg))
     return path
 
 

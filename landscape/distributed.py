@@ -11,10 +11,14 @@ local copies of the same command line with that environment.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,6 +35,7 @@ from landscape.progress import Progress
 from landscape.store import Store
 
 __all__ = [
+    "LAUNCHED",
     "Group",
     "broadcast",
     "current_shard",
@@ -41,6 +46,9 @@ __all__ = [
 ]
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+LAUNCHED = "LANDSCAPE_LAUNCHED"  # set to 1 in the ranks :func:`launch` starts
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_STOP_S = 5.0  # seconds a rank gets to stop after SIGTERM before SIGKILL
 
 
 @dataclass(frozen=True)
@@ -107,12 +115,56 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes a child get SIGKILL when its parent dies (Linux), or None.
+
+    ``prctl(PR_SET_PDEATHSIG)`` covers the parent killed with SIGKILL, when no ``finally`` of
+    the parent runs. libc is looked up here, before the fork.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: nobody would kill us
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+def _stop(procs: Sequence[subprocess.Popen]) -> None:
+    """SIGTERM each rank's process group, SIGKILL after :data:`_STOP_S`, and reap them."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, sig)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + _STOP_S
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    for p in procs:
+        p.wait()
+
+
+def _raise_exit(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def launch(nproc: int, argv: list[str], *, poll_s: float = 0.2) -> int:
     """Run ``python -m landscape argv`` as ``nproc`` local ranks of one process group.
 
     Sets the same environment variables as torchrun (RANK, WORLD_SIZE, LOCAL_RANK,
-    MASTER_ADDR, MASTER_PORT). If one rank fails the others are stopped, so nobody waits for
-    it in a collective.
+    MASTER_ADDR, MASTER_PORT) and :data:`LAUNCHED`. If one rank fails the others are stopped,
+    so nobody waits for it in a collective. The ranks never outlive the launcher: each runs in
+    its own process group, which is stopped when the launcher returns, raises or gets
+    SIGTERM/SIGHUP/SIGINT, and each gets SIGKILL from the kernel if the launcher is killed.
 
     Args:
         nproc: number of processes (>= 1).
@@ -124,23 +176,27 @@ def launch(nproc: int, argv: list[str], *, poll_s: float = 0.2) -> int:
     """
     if nproc < 1:
         raise ValueError(f"--launcher needs at least 1 process, got {nproc}")
-    port = str(_free_port())
-    procs = []
-    for rank in range(nproc):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank)}
-        env |= {"WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
-        procs.append(subprocess.Popen([sys.executable, "-m", "landscape", *argv], env=env))
+    port, preexec = str(_free_port()), _die_with_parent()
+    procs: list[subprocess.Popen] = []
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            handlers[sig] = signal.signal(sig, _raise_exit)
     status = 0
     try:
+        for rank in range(nproc):
+            env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), LAUNCHED: "1"}
+            env |= {"WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+            cmd = [sys.executable, "-m", "landscape", *argv]
+            procs.append(subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=preexec))
         while any(p.poll() is None for p in procs) and status == 0:
             status = next((p.returncode for p in procs if p.returncode), 0)
             time.sleep(poll_s)
         status = status or next((p.returncode for p in procs if p.returncode), 0)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-            p.wait()
+        _stop(procs)
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
     return status
 
 

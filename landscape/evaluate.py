@@ -367,15 +367,25 @@ def evaluate_model(
 
 
 def _resumed(store: Store | None, kind: str, key: str, n: int) -> tuple[dict, np.ndarray]:
-    """({metric: (n,)}, done mask) from the store's partial results, or all NaN / False."""
+    """({metric: (n,)}, done mask) from the store's partial log, or all NaN / False."""
     out = {m: np.full(n, np.nan) for m in METRICS}
     done = np.zeros(n, dtype=bool)
     partial = store.load_partial(kind, key) if store is not None and key else None
-    if partial is not None and partial.get("done", np.empty(0)).shape == (n,):
-        if all(m in partial for m in METRICS):  # older partials lack newer metrics
-            done = partial["done"].astype(bool)
-            out = {m: partial[m].astype(float) for m in METRICS}
+    if partial is not None:
+        index, values = partial
+        # A log of other metrics (older code) or other points starts over.
+        if set(values) == set(METRICS) and ((index >= 0) & (index < n)).all():
+            for m in METRICS:
+                out[m][index] = values[m]
+            done[index] = True
     return out, done
+
+
+def _append(store: Store, kind: str, key: str, new: list[int], out: dict) -> None:
+    """Append the points evaluated since the last save to the partial log (only those)."""
+    if new:
+        store.append_partial(kind, key, np.asarray(new), {m: out[m][new] for m in METRICS})
+        new.clear()
 
 
 def evaluate_points(
@@ -399,10 +409,9 @@ def evaluate_points(
         model: the architecture (its weights and buffers are neither used nor changed).
         basis, points_per_pass: as in :class:`Evaluator`.
         coords: (n, k) coordinates of the n points.
-        data: evaluation data.
-        progress: ``progress(done, total, stage)`` callback.
-        store, kind, key: partial results saved under (kind, key) every ``save_every_s``
-            seconds; a re-run resumes from them.
+        data, progress: evaluation data; ``progress(done, total, stage)`` callback.
+        store, kind, key: new points are appended to the partial log under (kind, key)
+            every ``save_every_s`` seconds; a re-run resumes from it.
         shard: (rank, world): only points i % world == rank; the others stay NaN.
         stage: text shown with the progress.
 
@@ -420,7 +429,7 @@ def evaluate_points(
     if not todo:  # everything resumed
         return {**out, "done": done}
     ev = Evaluator(model, data, basis, points_per_pass=points_per_pass)
-    last_save = time.monotonic()
+    last_save, new = time.monotonic(), []
     with small_model_threads(ev.model, data.x_train):
         for g in range(0, len(todo), ev.points_per_pass):
             idx = todo[g : g + ev.points_per_pass]
@@ -429,12 +438,13 @@ def evaluate_points(
                 for m in METRICS:
                     out[m][i] = metrics[m]
                 done[i] = True
+                new.append(i)
                 count += 1
                 if progress is not None:
                     progress(count, len(mine), stage)
             if resume and time.monotonic() - last_save > save_every_s:
-                store.save_partial(kind, key, {**out, "done": done})
+                _append(store, kind, key, new, out)
                 last_save = time.monotonic()
     if resume:
-        store.save_partial(kind, key, {**out, "done": done})
+        _append(store, kind, key, new, out)
     return {**out, "done": done}

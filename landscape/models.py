@@ -18,6 +18,7 @@ __all__ = [
     "MODELS",
     "RESEARCH_ARCHS",
     "build_model",
+    "min_tensors",
     "resolve_arch",
     "prunable_names",
     "MLP",
@@ -226,6 +227,50 @@ def build_model(name: str, **kwargs) -> nn.Module:
         return MODELS[name](**kwargs)
     except TypeError as err:
         raise ValueError(f"Bad arguments for architecture {name!r}: {err}") from err
+
+
+def _int_arg(kwargs: dict, key: str, default: int) -> int:
+    """An integer argument, or 0 when it is not one (the constructor then refuses it)."""
+    value = kwargs.get(key, default)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _length(kwargs: dict, key: str, default: int) -> int:
+    value = kwargs.get(key)
+    return len(value) if isinstance(value, list | tuple) else default
+
+
+def _preresnet_tensors(depth: int) -> int:
+    bottleneck = depth >= 44  # 3 convs + 3 BN (5 tensors each) per block, else 2 + 2
+    blocks = 3 * max((depth - 2) // (9 if bottleneck else 6), 0)  # three stages of n blocks
+    return blocks * (18 if bottleneck else 12) + 8  # stem conv, final BN, fc weight and bias
+
+
+def min_tensors(name: str, kwargs: dict | None = None) -> int:
+    """Lower bound on the state-dict tensors of ``build_model(name, **kwargs)``, from the
+    arguments alone (nothing is built, so a depth of 10**6 costs nothing).
+
+    A file with fewer tensors cannot hold the model: compare before building (building a
+    model of a million layers takes minutes and gigabytes, even on the meta device). Arguments
+    of the wrong type count as 0; the constructor refuses them.
+
+    Raises:
+        ValueError: unknown name.
+    """
+    kwargs = kwargs or {}
+    if name == "mlp":
+        return 2 * (_length(kwargs, "widths", 2) + 1)  # weight and bias per Linear
+    if name == "cnn":
+        return 6 * _length(kwargs, "channels", 2) + 4  # conv + BN per block; two Linear
+    if name == "resnet20":
+        return 36 * max(_int_arg(kwargs, "blocks", 3), 0) + 8  # 3 stages x 2 (conv + BN)
+    if name == "preresnet":
+        return _preresnet_tensors(_int_arg(kwargs, "depth", 110))
+    if name == "wideresnet":  # two convs with bias per block (no BN in the "nobn" variant)
+        return 12 * max((_int_arg(kwargs, "depth", 28) - 4) // 6, 0) + 4
+    if name == "vgg":
+        return 32  # depth 16 or 19, checked by the constructor before it builds anything
+    raise ValueError(f"Unknown architecture {name!r}; known: {', '.join(sorted(MODELS))}")
 
 
 def prunable_names(model: nn.Module) -> list[str]:

@@ -305,7 +305,7 @@ def open_research(
     path = Path(path)
     source = str(path)
     check_file(path, max_bytes)
-    obj = read_torch_object(path)
+    obj = read_torch_object(path, max_bytes=max_bytes)
     state = state_from_object(obj, path)
     kind = "curve" if _is_curve(state) else "model"
     states = _curve_points(state, source) if kind == "curve" else [state]

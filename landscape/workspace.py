@@ -9,10 +9,12 @@ upload or a bad study never touches what is already there.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,6 @@ from typing import Any
 import torch
 
 from landscape.checkpoints import (
-    MAX_BYTES,
     Checkpoint,
     CheckpointError,
     load_checkpoint,
@@ -31,6 +32,7 @@ from landscape.data import DATASETS, load_dataset
 from landscape.models import RESEARCH_ARCHS, build_model, prunable_names, resolve_arch
 from landscape.params import sparsity
 from landscape.research import open_research
+from landscape.settings import MAX_UPLOAD_ENV, QUOTA_ENV, settings
 from landscape.store import Store, atomic_write, home
 
 __all__ = [
@@ -40,7 +42,9 @@ __all__ = [
     "Study",
     "Upload",
     "create_study",
+    "curve_label",
     "default_checkpoints",
+    "display_label",
     "default_study",
     "get_study",
     "imported_curves",
@@ -50,6 +54,7 @@ __all__ = [
     "save_upload",
     "summarize",
     "upload_arch",
+    "uploads_usage",
 ]
 
 CHECKPOINTS_ENV = "LANDSCAPE_CHECKPOINTS"  # names another folder of default runs
@@ -59,6 +64,7 @@ DEFAULT_NAME = "default"
 UPLOAD_SUFFIXES = (".safetensors", ".pt", ".pth")
 RESEARCH_FAMILIES = frozenset(name for name, _ in RESEARCH_ARCHS.values())
 _MAX_NAME = 80  # study names are shown in a sidebar selector
+_MAX_LABEL = 120  # uploaded file names are display labels, shortened to this
 
 
 @dataclass(frozen=True)
@@ -88,11 +94,9 @@ class Study:
 
 @dataclass(frozen=True)
 class Upload:
-    """A stored upload: where it lives, its content hash, and whether it was new.
-
-    For a curve file of the research code, ``member`` is the curve's start (t = 0), ``end``
-    its end (t = 1), ``curve`` the stored curve file and ``study`` the study made of the two.
-    """
+    """A stored upload: where it lives, its content hash, and whether it was new. For a curve
+    file: ``member`` is its start (t = 0), ``end`` its end, ``curve`` the stored curve file and
+    ``study`` the study of the two."""
 
     member: Member
     hash: str
@@ -151,7 +155,7 @@ def _uploads_dir() -> Path:
 def _read_index() -> dict[str, Any]:
     path = _index_path()
     if not path.exists():
-        return {"studies": [], "uploads": {}}
+        return {"studies": [], "uploads": {}, "curves": {}}
     try:
         index = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -160,9 +164,11 @@ def _read_index() -> dict[str, Any]:
         not isinstance(index, dict)
         or not isinstance(index.get("studies", []), list)
         or not isinstance(index.get("uploads", {}), dict)
+        or not isinstance(index.get("curves", {}), dict)
     ):
         raise ValueError(f"{path}: expected {{studies: [...], uploads: {{...}}}}")
-    return {"studies": index.get("studies", []), "uploads": index.get("uploads", {})}
+    keys = {"studies": [], "uploads": {}, "curves": {}}  # curves: file stem -> label
+    return {key: index.get(key, empty) for key, empty in keys.items()}
 
 
 def _write_index(index: dict[str, Any]) -> None:
@@ -177,12 +183,8 @@ def _lock():
 
 
 def member(path: str | Path) -> Member:
-    """A study member from a checkpoint file or a run folder.
-
-    A run folder (or its ``final.safetensors``) becomes a member labelled with the folder's
-    name, with its run folder (training curves, trajectory); any other file is labelled with
-    its name.
-    """
+    """A study member: a run folder (or its ``final.safetensors``) labelled with the folder's
+    name, with its run folder; any other checkpoint file labelled with its name."""
     path = Path(path).resolve()
     if path.is_dir():
         path = path / "final.safetensors"
@@ -299,40 +301,41 @@ def _check_data(meta: dict[str, Any], filename: str) -> None:
 
 
 def save_upload(
-    blob: bytes,
+    source: bytes | str | Path,
     filename: str,
     *,
     arch: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
-    max_bytes: int = MAX_BYTES,
+    max_bytes: int | None = None,
 ) -> Upload:
     """Validate an uploaded checkpoint and keep it as ``home()/uploads/<hash>.safetensors``.
 
-    The bytes are validated from a temporary file: ``.safetensors`` through
-    :func:`load_checkpoint`, ``.pt``/``.pth`` through :func:`landscape.research.open_research`
-    (plain state dicts and the research code's model and curve files; the architecture is
-    recognised when not given). Only valid files are written (re-saved as safetensors with
-    their metadata), so a bad file leaves the uploads and studies untouched. The same weights
-    uploaded twice are kept once. A curve file keeps both endpoints, its curve (in
-    ``uploads/curves/``, found by :func:`imported_curves`) and a study named after the file.
+    ``.safetensors`` through :func:`load_checkpoint`, ``.pt``/``.pth`` through
+    :func:`landscape.research.open_research` (state dicts, the research code's model and curve
+    files). Only valid files are written (as safetensors), once per content hash; a curve file
+    keeps both endpoints, its curve (see :func:`imported_curves`) and a study named after it.
+    File names are labels only (in the index, shortened): stored files are named by hashes.
 
     Args:
-        blob: the file's bytes.
+        source: the file (a path, read in place: the app streams uploads to disk) or its bytes.
         filename: its name as uploaded (the suffix picks the reader; the name is the label).
         arch: ``{"name", "kwargs"}`` for ``.pt``/``.pth`` files; None: recognised.
         data: ``{"name", "split_seed"[, "root", "normalize"]}``, used when the file's metadata
             names no data set (for recognised research files: completes their data set).
-        max_bytes: size limit.
+        max_bytes: size limit of the file (None, or above ``$LANDSCAPE_MAX_UPLOAD``: that).
 
     Returns:
         The stored :class:`Upload`.
 
     Raises:
-        CheckpointError: with a message naming the file and the first problem found.
+        CheckpointError: with a message naming the file and the first problem found (also
+            for a file over the size limit or one that would exceed the uploads' quota).
     """
-    label = Path(filename).name
-    _check_upload(blob, label, max_bytes)
-    points, curve = _read_upload(blob, label, arch=arch, data=data, max_bytes=max_bytes)
+    label = display_label(filename)
+    limit = min(max_bytes or settings().max_upload, settings().max_upload)
+    with _source_file(source, label) as path:
+        _check_upload(path.stat().st_size, label, limit)
+        points, curve = _read_upload(path, label, arch=arch, data=data, max_bytes=limit)
     for ckpt in points:
         if data is not None and not ckpt.meta.get("data"):
             ckpt.meta["data"] = data
@@ -343,59 +346,100 @@ def save_upload(
     return _keep_curve(points, curve, label)
 
 
-def _check_upload(blob: bytes, label: str, max_bytes: int) -> None:
-    """Refuse an unsupported file type or an oversized file before reading it."""
+def display_label(filename: str) -> str:
+    """An uploaded file's name as a label: its last part, at most 120 characters with suffix."""
+    name = Path(str(filename).replace("\\", "/")).name or "upload"
+    if len(name) <= _MAX_LABEL:
+        return name
+    suffix = Path(name).suffix[:16]
+    return name[: _MAX_LABEL - len(suffix) - 1] + "\u2026" + suffix
+
+
+@contextmanager
+def _source_file(source: bytes | str | Path, label: str) -> Iterator[Path]:
+    """The upload as a file: a path as it is, bytes through a temporary file."""
+    if not isinstance(source, bytes | bytearray):
+        yield Path(source)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        # The label is never part of a path (it may be long or odd); only its suffix is used.
+        path = Path(tmp) / f"upload{Path(label).suffix.lower()[:16]}"
+        atomic_write(path, bytes(source))
+        yield path
+
+
+def _check_upload(size: int, label: str, max_bytes: int) -> None:
+    """Refuse an unsupported file type, an oversized file or one over the quota, unread."""
     suffix = Path(label).suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
         raise CheckpointError(
             f"{label}: unsupported file type {suffix!r} ({', '.join(UPLOAD_SUFFIXES)})"
         )
-    if len(blob) > max_bytes:
+    if size > max_bytes:
         raise CheckpointError(
-            f"{label}: file is {len(blob)} bytes, over the size limit of {max_bytes} bytes"
+            f"{label}: file is {size} bytes, over the size limit of {max_bytes} bytes "
+            f"(${MAX_UPLOAD_ENV})"
+        )
+    _check_quota(size, label)
+
+
+def _check_quota(size: int, label: str) -> None:
+    quota, used = settings().upload_quota, uploads_usage()
+    if used + size > quota:
+        raise CheckpointError(
+            f"{label}: {size} bytes would bring the uploads to {used + size} bytes, over the "
+            f"quota of {quota} bytes (${QUOTA_ENV}); delete uploads first"
         )
 
 
 def _read_upload(
-    blob: bytes,
+    path: Path,
     label: str,
     *,
     arch: dict[str, Any] | None,
     data: dict[str, Any] | None,
     max_bytes: int,
 ) -> tuple[list[Checkpoint], BezierCurve | None]:
-    """The uploaded file's checkpoints and (for a curve file) its curve, read from a temp copy."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / label
-        atomic_write(path, blob)
-        try:
-            if path.suffix.lower() == ".safetensors":
-                return [load_checkpoint(path, arch=arch, max_bytes=max_bytes)], None
-            found = open_research(path, arch=arch, data=data, max_bytes=max_bytes)
-            return found.points, found.curve
-        except CheckpointError as err:
-            # Name the file as the user knows it, not the temporary copy.
-            raise CheckpointError(str(err).replace(str(path), label)) from err
+    """The uploaded file's checkpoints and (for a curve file) its curve."""
+    try:
+        if Path(label).suffix.lower() == ".safetensors":
+            return [load_checkpoint(path, arch=arch, max_bytes=max_bytes)], None
+        found = open_research(path, arch=arch, data=data, max_bytes=max_bytes)
+        return found.points, found.curve
+    except CheckpointError as err:
+        # Name the file as the user knows it, not the temporary copy.
+        raise CheckpointError(str(err).replace(str(path), label)) from err
+
+
+def _name_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _keep_curve(points: list[Checkpoint], curve: BezierCurve, label: str) -> Upload:
     """Keep a curve file's endpoints, its curve and a study named after the file."""
     a, b = points
     (first, new), (second, _) = _keep(a, f"{label} t=0"), _keep(b, f"{label} t=1")
-    target = _uploads_dir() / "curves" / f"{a.hash}-{b.hash}-{label}.safetensors"
+    # Named by hashes only: the label may be any length or character.
+    target = _uploads_dir() / "curves" / f"{a.hash}-{b.hash}-{_name_hash(label)}.safetensors"
     save_curve(target, curve, a, b, CurveConfig(order=curve.order, epochs=0))
-    study = label
+    with _lock():
+        index = _read_index()
+        index["curves"][target.stem] = label
+        _write_index(index)
+    study = label if len(label) <= _MAX_NAME else label[: _MAX_NAME - 1] + "\u2026"
     if study not in {s.name for s in list_studies()}:
         create_study(study, [first, second])
     return Upload(first, a.hash, a.meta, new, second, str(target), study)
 
 
 def _keep(ckpt: Checkpoint, label: str) -> tuple[Member, bool]:
-    """Write a validated checkpoint to the uploads (once per content hash)."""
+    """Write a validated checkpoint to the uploads (once per content hash, within the quota)."""
     target = _uploads_dir() / f"{ckpt.hash}.safetensors"
-    new = not target.exists()
     with _lock():
+        new = not target.exists()
         if new:
+            # Checked again under the lock: uploads running at once cannot pass it together.
+            _check_quota(sum(t.numel() * t.element_size() for t in ckpt.state.values()), label)
             save_checkpoint(target, ckpt.state, ckpt.meta)
         index = _read_index()
         index["uploads"].setdefault(ckpt.hash, {"label": label})
@@ -410,14 +454,29 @@ def imported_curves(a: Checkpoint, b: Checkpoint) -> list[Path]:
     return sorted(folder.glob(f"{a.hash}-{b.hash}-*.safetensors")) if folder.is_dir() else []
 
 
+def curve_label(path: str | Path) -> str:
+    """The name an imported curve file was uploaded as (its file is named by hashes)."""
+    return _read_index()["curves"].get(Path(path).stem, Path(path).stem)
+
+
 def list_uploads() -> list[Member]:
-    """The uploaded checkpoints, oldest first, labelled with the name they were uploaded as."""
+    """The uploaded checkpoints, oldest first, labelled with the name they were uploaded as.
+
+    Files are listed, not validated: one that no longer loads is still listed (and can be
+    deleted with :func:`delete_upload`).
+    """
     folder = _uploads_dir()
     if not folder.is_dir():
         return []
     labels = _read_index()["uploads"]
     files = sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime_ns)
     return [Member(label=labels.get(p.stem, {}).get("label", p.name), path=str(p)) for p in files]
+
+
+def uploads_usage() -> int:
+    """Bytes held by the uploads (checkpoints and curves)."""
+    folder = _uploads_dir()
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
 def summarize(ckpt: Checkpoint) -> CheckpointSummary:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,7 @@ def test_two_gloo_processes_give_the_single_process_result(ckpts, tmp_path, star
         assert np.allclose(sharded.metrics[m], single.metrics[m], rtol=0, atol=1e-6)
     np.testing.assert_array_equal(sharded.alpha, single.alpha)
     assert sharded.labels == single.labels
-    assert not list(store.root.glob("plane/*.partial.npz"))  # every rank cleaned up
+    assert not list(store.root.glob("plane/*.partial"))  # every rank cleaned up
 
 
 @pytest.mark.slow
@@ -90,3 +91,48 @@ def test_launcher_is_refused_from_python(ckpts, capsys):
 def test_launch_rejects_zero_processes():
     with pytest.raises(ValueError, match="at least 1"):
         launch(0, ["info"])
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_killing_the_launcher_kills_its_ranks(tmp_path):
+    """The probe: SIGKILL of a ``--launcher 2`` parent left its ranks running."""
+    a = REPO / "checkpoints" / "sgd" / "final.safetensors"
+    cmd = [sys.executable, "-m", "landscape", "random-plane", str(a), "--grid", "200"]
+    cmd += ["--launcher", "2", "--yes", "--store", str(tmp_path / "s")]
+    parent = subprocess.Popen(cmd, cwd=REPO, env=_env(), stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(ranks := _children(parent.pid)) < 2:
+            assert parent.poll() is None, "the launcher ended before starting its ranks"
+            assert time.monotonic() < deadline, "no ranks started"
+            time.sleep(0.05)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while any(_alive(r) for r in ranks) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(r) for r in ranks), "ranks outlived their launcher"
+    finally:
+        parent.kill()
+        parent.wait()

@@ -256,7 +256,7 @@ def test_evaluate_points_ignores_partials_without_every_metric(tmp_path):
     model, params, xtr, ytr, xte, yte = _setup("mlp")
     store = Store(tmp_path)
     old = {m: np.zeros(2) for m in ("train_loss", "train_acc", "test_loss", "test_acc")}
-    store.save_partial("t", "k", {**old, "done": np.ones(2, dtype=bool)})
+    store.append_partial("t", "k", np.arange(2), old)
     got = evaluate_points(
         model,
         [params],
@@ -267,6 +267,28 @@ def test_evaluate_points_ignores_partials_without_every_metric(tmp_path):
         key="k",
     )
     assert (got["train_loss"] > 0).all()
+    index, values = store.load_partial("t", "k")  # started over with every metric
+    assert sorted(index) == [0, 1] and set(values) == set(METRICS)
+
+
+def test_partial_saves_append_only_the_new_points(tmp_path, monkeypatch):
+    """Each save writes the points evaluated since the last one, not the whole grid again."""
+    model, params, xtr, ytr, xte, yte = _setup("mlp")
+    store = Store(tmp_path)
+    writes: list[int] = []
+    append = Store.append_partial
+
+    def counting(self, kind, key, index, columns):
+        writes.append(len(index))
+        return append(self, kind, key, index, columns)
+
+    monkeypatch.setattr(Store, "append_partial", counting)
+    coords = np.linspace(0.5, 1.5, 7)[:, None]
+    data = EvalData(xtr, ytr, xte, yte)
+    evaluate_points(model, [params], coords, data, store=store, kind="t", key="k", save_every_s=0)
+    assert writes == [1] * 7  # one new point per save, never the ones already saved
+    index, values = store.load_partial("t", "k")
+    assert sorted(index) == list(range(7))
 
 
 def test_evaluate_points_shards_cover_all_points():

@@ -12,6 +12,7 @@ from landscape.models import (
     RESEARCH_ARCHS,
     ResNet20,
     build_model,
+    min_tensors,
     prunable_names,
     resolve_arch,
 )
@@ -178,3 +179,25 @@ def test_every_research_name_builds(research_name):
         model = build_model(name, **kwargs)
     x = torch.empty(1, 3, 32, 32, device="meta")
     assert model(x).shape == (1, 10)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("mlp", {}),
+        ("mlp", {"widths": [3] * 7}),
+        ("cnn", {"channels": [4, 4, 4]}),
+        ("resnet20", {"blocks": 1}),
+        ("preresnet", {"depth": 8}),
+        ("preresnet", {"depth": 110}),
+        ("wideresnet", {"depth": 10, "widen_factor": 1}),
+        ("wideresnet", {"depth": 28, "widen_factor": 1, "batch_norm": False}),
+        ("vgg", {"depth": 16}),
+        ("vgg", {"depth": 19, "batch_norm": True}),
+    ],
+)
+def test_min_tensors_is_a_lower_bound_on_the_built_model(name, kwargs):
+    """min_tensors (arguments only) never exceeds the tensors of the model actually built."""
+    with torch.device("meta"):
+        model = build_model(name, **kwargs)
+    assert 0 < min_tensors(name, kwargs) <= len(model.state_dict())

@@ -5,13 +5,23 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing as mp
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from landscape.store import CorruptResultWarning, Store, Stored, home, result_key
+from landscape.store import (
+    CorruptResultWarning,
+    Store,
+    Stored,
+    atomic_write,
+    home,
+    result_key,
+)
 
 INPUTS = {"a": "0123456789abcdef", "b": "fedcba9876543210", "subset": None, "cfg": {"points": 5}}
 DATA = {"t": [0.0, 0.5, 1.0], "loss": [0.1, 2.5, 0.2], "note": "ü", "nested": {"k": [1, None]}}
@@ -238,13 +248,28 @@ def test_get_or_compute_recomputes_after_corruption(tmp_path, corruption):
 # ---------------------------------------------------------------- partial results
 
 
+def _cols(index, offset=0.0) -> dict[str, np.ndarray]:
+    index = np.asarray(index, dtype=float)
+    return {"loss": index + offset, "acc": -index, "nan": np.full(len(index), np.nan)}
+
+
+def _assert_partial(got, index, offset=0.0):
+    got_index, got_cols = got
+    order = np.argsort(got_index)
+    np.testing.assert_array_equal(got_index[order], index)
+    want = _cols(index, offset)
+    assert set(got_cols) == set(want)
+    for k in want:
+        np.testing.assert_array_equal(got_cols[k][order], want[k])
+
+
 def test_partial_round_trip_and_clear(tmp_path):
     store = Store(tmp_path)
     assert store.load_partial("plane", "k") is None
-    store.save_partial("plane", "k", {"done": np.array([1, 1, 0]), "loss": np.arange(3.0)})
-    store.save_partial("plane", "k", _arrays())  # a later checkpoint replaces the earlier
-    _assert_arrays_equal(store.load_partial("plane", "k"), _arrays())
-    assert _files(tmp_path) == ["plane/k.partial.npz"]
+    store.append_partial("plane", "k", np.array([0, 1]), _cols([0, 1]))
+    store.append_partial("plane", "k", np.array([5]), _cols([5]))  # later saves append
+    _assert_partial(store.load_partial("plane", "k"), [0, 1, 5])
+    assert _files(tmp_path) == ["plane/k.partial"]
     store.clear_partial("plane", "k")
     assert store.load_partial("plane", "k") is None
     store.clear_partial("plane", "k")  # clearing twice is fine
@@ -252,35 +277,153 @@ def test_partial_round_trip_and_clear(tmp_path):
 
 def test_save_clears_partial(tmp_path):
     store = Store(tmp_path)
-    store.save_partial("plane", "k", _arrays())
+    store.append_partial("plane", "k", np.array([0]), _cols([0]))
     store.save("plane", "k", {"done": True}, _arrays())
     assert store.load_partial("plane", "k") is None
     assert _files(tmp_path) == ["plane/k.json", "plane/k.npz"]
 
 
-def _cut(blob: bytes) -> bytes:
-    return blob[: len(blob) // 2]
+def test_partial_save_writes_only_the_new_records(tmp_path):
+    """The file grows by a fixed size per new point: a save never rewrites earlier points."""
+    store = Store(tmp_path)
+    path = tmp_path / "plane" / "k.partial"
+    store.append_partial("plane", "k", np.arange(10), _cols(range(10)))
+    sizes = [path.stat().st_size]
+    for start, count in ((10, 10), (20, 100), (120, 1)):
+        before = path.read_bytes()
+        store.append_partial(
+            "plane", "k", np.arange(start, start + count), _cols(range(start, start + count))
+        )
+        sizes.append(path.stat().st_size)
+        assert path.read_bytes().startswith(before)  # appended, earlier bytes untouched
+    per_point = (sizes[1] - sizes[0]) / 10
+    assert per_point == 5 * 8  # index, three values, 8 bytes of checksum
+    assert sizes[2] - sizes[1] == 100 * per_point and sizes[3] - sizes[2] == per_point
+    _assert_partial(store.load_partial("plane", "k"), list(range(121)))
 
 
-def _flip(blob: bytes) -> bytes:
+def test_torn_last_record_is_ignored_and_overwritten(tmp_path):
+    """A kill while appending leaves part of a record: resume ignores it, the next save fixes it."""
+    store = Store(tmp_path)
+    path = tmp_path / "plane" / "k.partial"
+    store.append_partial("plane", "k", np.arange(3), _cols(range(3)))
+    path.write_bytes(path.read_bytes()[:-5])  # the last record torn
+    _assert_partial(store.load_partial("plane", "k"), [0, 1])
+    store.append_partial("plane", "k", np.array([2, 3]), _cols([2, 3]))
+    _assert_partial(store.load_partial("plane", "k"), [0, 1, 2, 3])
+
+
+def test_damaged_record_is_skipped_with_a_warning(tmp_path):
+    store = Store(tmp_path)
+    path = tmp_path / "plane" / "k.partial"
+    store.append_partial("plane", "k", np.arange(3), _cols(range(3)))
+    blob = bytearray(path.read_bytes())
+    blob[-40 - 10] ^= 0x01  # inside the second-to-last record (40 bytes each)
+    path.write_bytes(bytes(blob))
+    with pytest.warns(CorruptResultWarning, match="1 damaged records skipped"):
+        _assert_partial(store.load_partial("plane", "k"), [0, 2])
+
+
+def _flip_header(blob: bytes) -> bytes:
     b = bytearray(blob)
-    b[-10] ^= 0x01
+    b[5] ^= 0x01
     return bytes(b)
 
 
 @pytest.mark.parametrize(
     "damage",
-    [_cut, _flip, lambda b: b"", lambda b: b.split(b"\n", 1)[1]],
-    ids=["truncated", "flipped", "empty", "no_checksum"],
+    [lambda b: b[:10], _flip_header, lambda b: b"", lambda b: b"garbage\n" + b],
+    ids=["truncated_header", "flipped_header", "empty", "garbage"],
 )
 def test_damaged_partial_is_discarded(tmp_path, damage):
     store = Store(tmp_path)
-    store.save_partial("plane", "k", _arrays())
-    path = tmp_path / "plane" / "k.partial.npz"
+    store.append_partial("plane", "k", np.arange(3), _cols(range(3)))
+    path = tmp_path / "plane" / "k.partial"
     path.write_bytes(damage(path.read_bytes()))
     with pytest.warns(CorruptResultWarning, match="partial result plane/k is damaged"):
         assert store.load_partial("plane", "k") is None
     assert not path.exists()
+
+
+def test_partial_with_other_columns_starts_over(tmp_path):
+    store = Store(tmp_path)
+    store.append_partial("plane", "k", np.arange(3), {"old": np.zeros(3)})
+    store.append_partial("plane", "k", np.array([7]), _cols([7]))
+    _assert_partial(store.load_partial("plane", "k"), [7])
+
+
+# ---------------------------------------------------------------- stale temp files
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(proc.stdout)  # reaped by run: no such process any more
+
+
+def test_stale_temp_file_of_a_dead_writer_is_removed_on_the_next_run(tmp_path):
+    """The probe: a killed writer's 633 MB ``.partial...tmp`` stayed; the next run removes it."""
+    from landscape.studies import base
+
+    store = Store(tmp_path)
+    folder = tmp_path / "k"
+    folder.mkdir()
+    dead = folder / f".r.json.{_dead_pid()}.abcd1234.tmp"
+    live = folder / f".r.json.{os.getpid()}.efgh5678.tmp"  # a writer still at work
+    old = folder / ".r.json.zz9_x1y2.tmp"  # older code: no pid, a day old
+    young = folder / ".r.json.aa1_b2c3.tmp"  # older code, just written: maybe in use
+    for p in (dead, live, old, young):
+        p.write_bytes(b"x" * 100)
+    os.utime(old, (time.time() - 86400, time.time() - 86400))
+    kind = base.Kind("k", 1, dict, base.Result, lambda c, i: {}, lambda c, i, x: base.Result())
+    base.run(kind, {}, None, store=store)
+    assert not dead.exists() and not old.exists()
+    assert live.exists() and young.exists()
+
+
+def test_atomic_write_names_its_temp_file_with_its_pid(tmp_path, monkeypatch):
+    seen = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: seen.append(Path(a).name) or real(a, b))
+    atomic_write(tmp_path / "f.json", b"{}")
+    assert seen[0].startswith(f".f.json.{os.getpid()}.") and seen[0].endswith(".tmp")
+
+
+# ---------------------------------------------------------------- artefacts
+
+
+def test_artifact_round_trip_and_checks(tmp_path):
+    store = Store(tmp_path)
+    assert store.load_artifact("curve", "a.bin") is None  # never written: silently None
+    path = store.save_artifact("curve", "a.bin", b"payload")
+    assert store.load_artifact("curve", "a.bin") == b"payload"
+    path.write_bytes(b"garbage")
+    with pytest.warns(CorruptResultWarning, match="checksum mismatch"):
+        assert store.load_artifact("curve", "a.bin") is None
+    assert not path.exists()
+    store.save_artifact("curve", "a.bin", b"payload")
+    path.unlink()
+    with pytest.warns(CorruptResultWarning, match="missing"):
+        assert store.load_artifact("curve", "a.bin") is None
+
+
+@pytest.mark.parametrize("damage", ["garbage", "deleted"])
+def test_result_with_a_damaged_artifact_is_corrupt(tmp_path, damage):
+    store = Store(tmp_path)
+    path = store.save_artifact("curve", "fit.bin", b"payload")
+    store.save("curve", "k", DATA, _arrays(), artifacts=[path])
+    assert store.load("curve", "k") is not None
+    if damage == "garbage":
+        path.write_bytes(b"garbage")
+    else:
+        path.unlink()
+    with pytest.warns(CorruptResultWarning, match="artefact curve/fit.bin"):
+        assert store.load("curve", "k") is None
+    assert not (tmp_path / "curve" / "k.json").exists()
 
 
 # ---------------------------------------------------------------- locking across processes

@@ -290,8 +290,8 @@ def test_cli_errors_write_nothing(ends, tmp_path, capsys):
     base = ["curve", str(a.path), str(b.path), "--out", str(out)]
     for extra, msg in (
         (["--curve", str(wrong)], "was fitted between"),
-        (["--order", "0"], "order must be >= 1"),
-        (["--points", "1"], "points must be >= 2"),
+        (["--order", "0"], "order must be in [1, 20]"),
+        (["--points", "1"], "points must be in [2, 100001]"),
     ):
         assert main([*base, *extra]) == 2
         err = capsys.readouterr().err
@@ -317,7 +317,7 @@ def test_killed_run_resumes_to_the_clean_result(ends, tmp_path):
     run = _cli([*args, "--out", str(tmp_path / "killed")], tmp_path / "home")
     partials = tmp_path / "home" / "results" / "curve"
     deadline = time.monotonic() + 120
-    while not list(partials.glob("*-curve-*.partial.npz")):
+    while not list(partials.glob("*-curve-*.partial")):
         assert run.poll() is None, run.communicate()
         assert time.monotonic() < deadline, "no partial result appeared"
         time.sleep(0.05)
@@ -332,7 +332,7 @@ def test_killed_run_resumes_to_the_clean_result(ends, tmp_path):
     got = np.loadtxt(tmp_path / "killed" / "path.csv", delimiter=",", skiprows=1)
     want = np.loadtxt(tmp_path / "clean" / "path.csv", delimiter=",", skiprows=1)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
-    assert not list(partials.glob("*.partial.npz"))  # cleaned up once the result is stored
+    assert not list(partials.glob("*.partial"))  # cleaned up once the result is stored
 
 
 def test_study_on_device(ends, tmp_path, device):
@@ -348,3 +348,32 @@ def test_study_on_device(ends, tmp_path, device):
     got_arrays, want_arrays = got.to_arrays()[1], want.to_arrays()[1]
     for k, v in want_arrays.items():
         np.testing.assert_allclose(got_arrays[k], v, rtol=1e-2, atol=1e-3, err_msg=k)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "deleted"])
+def test_damaged_stored_fit_is_refitted_and_out_is_valid(damage, home, tmp_path, capsys):
+    """The probe: a garbage fit file was copied to --out (exit 0); a deleted one gave Errno 2."""
+    from landscape.checkpoints import load_checkpoint
+    from landscape.cli import main
+    from landscape.curves import load_curve
+    from landscape.store import CorruptResultWarning
+
+    a_path = REPO / "checkpoints" / "sgd" / "final.safetensors"
+    b_path = REPO / "checkpoints" / "grda" / "final.safetensors"
+    argv = [str(a_path), str(b_path), "--epochs", "1", "--points", "3"]
+    assert main(["curve", *argv, "--out", str(tmp_path / "first")]) == 0
+    (fit,) = (home / "results" / "curve").glob("fit-*.safetensors")
+    good = fit.read_bytes()
+    if damage == "garbage":
+        fit.write_bytes(b"\x00garbage" * 64)
+    else:
+        fit.unlink()
+    with pytest.warns(CorruptResultWarning) as caught:
+        assert main(["curve", *argv, "--out", str(tmp_path / "again")]) == 0
+    text = " ".join(str(w.message) for w in caught)
+    assert "artefact curve/fit-" in text  # the result that named it is recomputed
+    assert "stored artefact" in text  # and the fit itself redone
+    out = tmp_path / "again" / "curve.safetensors"
+    assert out.read_bytes() == fit.read_bytes() == good  # refitted: same seed, same bytes
+    a, b = load_checkpoint(a_path), load_checkpoint(b_path)
+    assert load_curve(out, a, b).order == 2

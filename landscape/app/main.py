@@ -12,6 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from landscape.app import sidebar
+from landscape.checkpoints import CheckpointError
 
 VIEWS = Path(__file__).resolve().parent / "views"
 PAGES = (  # file stem, title, icon; the first is the default page
@@ -38,8 +39,16 @@ def run() -> None:
         for i, (stem, title, icon) in enumerate(PAGES)
     ]
     page = st.navigation(pages)
-    st.session_state["selection"] = sidebar.sidebar()
-    page.run()
+    sel = st.session_state["selection"] = sidebar.sidebar()
+    try:
+        page.run()
+    except CheckpointError as err:
+        # A stored file that no longer validates: say so, never a traceback.
+        st.error(
+            f"A checkpoint of study {sel.study.name!r} does not load: {err}. Choose another "
+            "study, or delete the file on the Upload page.",
+            icon=":material/broken_image:",
+        )
 
 
 if __name__ == "__main__":

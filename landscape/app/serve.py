@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from landscape.app import MAIN, streamlit_flags
+from landscape.app import MAIN, server_command, streamlit_flags
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's chromium; Playwright's own browsers are not used
 CHROMIUM_ARGS = [
@@ -51,8 +51,11 @@ def running_app(
     """
     port = free_port()
     env = {**os.environ, "LANDSCAPE_HOME": str(home)}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(script)]
-    cmd += streamlit_flags(port=port, server_fileWatcherType="none")
+    if Path(script) == MAIN:  # as `landscape app` serves it
+        cmd = server_command(port=port, server_fileWatcherType="none")
+    else:  # a baseline script: plain streamlit with the same flags
+        cmd = [sys.executable, "-m", "streamlit", "run", str(script)]
+        cmd += streamlit_flags(port=port, server_fileWatcherType="none")
     Path(home).mkdir(parents=True, exist_ok=True)
     log_path = Path(home) / "streamlit.log"  # a file, not a pipe: a full pipe would block it
     log = open(log_path, "w")  # noqa: SIM115 (closed in finally, after the process)

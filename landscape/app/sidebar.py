@@ -8,7 +8,9 @@ replaced file is read again.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +20,13 @@ import torch
 
 from landscape.checkpoints import Checkpoint, CheckpointError, load_checkpoint
 from landscape.research import open_research
-from landscape.store import atomic_write
 from landscape.workspace import (
     CheckpointSummary,
     Member,
     Study,
     Upload,
     default_study,
+    display_label,
     list_studies,
     list_uploads,
     save_upload,
@@ -143,8 +145,40 @@ def select_study_next_run(name: str) -> None:
     st.session_state[PENDING_STUDY_KEY] = name
 
 
+SPOOL_KEY = "upload_spool"  # session state: (file id, temp path, sha256), never the bytes
+CHUNK = 8 * 1024 * 1024  # bytes copied at a time from an upload to its temp file
+
+
+def spool_upload(file) -> tuple[Path, str]:
+    """The uploaded file on disk (copied in chunks once per file) and its content hash.
+
+    Session state keeps only the path and the hash, so no copy of the bytes outlives the
+    upload widget; :func:`drop_spool` removes the file.
+    """
+    kept = st.session_state.get(SPOOL_KEY)
+    if kept and kept[0] == file.file_id and Path(kept[1]).is_file():
+        return Path(kept[1]), kept[2]
+    drop_spool()
+    digest = hashlib.sha256()
+    fd, name = tempfile.mkstemp(prefix="landscape-upload-", suffix=Path(file.name).suffix[:16])
+    with os.fdopen(fd, "wb") as out:
+        file.seek(0)
+        while chunk := file.read(CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+    st.session_state[SPOOL_KEY] = (file.file_id, name, digest.hexdigest())
+    return Path(name), digest.hexdigest()
+
+
+def drop_spool() -> None:
+    """Remove the temp file of :func:`spool_upload` (after it was stored, or another file)."""
+    kept = st.session_state.pop(SPOOL_KEY, None)
+    if kept:
+        Path(kept[1]).unlink(missing_ok=True)
+
+
 def upload_checkpoint(
-    blob: bytes,
+    path: str | Path,
     filename: str,
     *,
     arch_name: str | None,
@@ -155,7 +189,7 @@ def upload_checkpoint(
     """Validate and keep an uploaded file (the Upload page's action, testable without a page).
 
     Args:
-        blob: the file's bytes.
+        path: the file on disk (:func:`spool_upload`).
         filename: its name; ``.pt``/``.pth`` files use ``arch_name`` and ``arch_kwargs``.
         arch_name: architecture of a ``.pt``/``.pth`` file (registry or research-code name);
             None: recognised from the file's keys.
@@ -176,12 +210,14 @@ def upload_checkpoint(
         except json.JSONDecodeError as err:
             raise ValueError(f"architecture arguments are not valid JSON: {err}") from err
         arch = upload_arch(arch_name, kwargs, data)
-    return save_upload(blob, filename, arch=arch, data=data, max_bytes=max_bytes)
+    return save_upload(Path(path), filename, arch=arch, data=data, max_bytes=max_bytes)
 
 
 @st.cache_data(max_entries=4, show_spinner="Reading the file")
-def inspect_research(blob: bytes, filename: str) -> dict:
+def inspect_research(_path: str, digest: str, filename: str) -> dict:
     """What a ``.pt``/``.pth`` file holds, its architecture recognised from its keys.
+
+    Cached by the file's content hash ``digest`` (the path is not part of the key).
 
     Returns:
         {"kind", "label", "arch", "data", "epoch", "optimizer", "order"} (plain data, cached).
@@ -189,14 +225,10 @@ def inspect_research(blob: bytes, filename: str) -> dict:
     Raises:
         CheckpointError: unreadable, refused, or not recognised.
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        # The name is a label only: never part of a path (it may be long or odd).
-        path = Path(tmp) / f"upload{Path(filename).suffix.lower()[:16]}"
-        atomic_write(path, blob)
-        try:
-            found = open_research(path)
-        except CheckpointError as err:
-            raise CheckpointError(str(err).replace(str(path), Path(filename).name)) from err
+    try:
+        found = open_research(_path)
+    except CheckpointError as err:
+        raise CheckpointError(str(err).replace(str(_path), display_label(filename))) from err
     return {
         "kind": found.kind,
         "label": found.label,

@@ -1,12 +1,11 @@
 """The commands that train, inspect and manage files: train, defaults, info, import, app,
-sweep, prune, masks, study, upload."""
+sweep, prune, masks, study, upload, uploads."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import subprocess
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -213,10 +212,9 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_app(args: argparse.Namespace) -> int:
-    from landscape.app import MAIN, streamlit_flags
+    from landscape.app import server_command
 
-    cmd = [sys.executable, "-m", "streamlit", "run", str(MAIN), *streamlit_flags(port=args.port)]
-    return subprocess.call(cmd)
+    return subprocess.call(server_command(port=args.port))
 
 
 def _add_app(sub: argparse._SubParsersAction) -> None:
@@ -340,6 +338,7 @@ def _add_masks(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
+    from landscape.deletion import delete_study
     from landscape.workspace import create_study, list_studies, member
 
     if args.name is None:
@@ -349,13 +348,20 @@ def _cmd_study(args: argparse.Namespace) -> int:
                 role = "AB"[i] if i < 2 else " "
                 print(f"  {role} {m.label:<24} {m.path}")
         return 0
+    if args.name == "rm" and len(args.checkpoints) == 1:  # a study needs two checkpoints
+        delete_study(args.checkpoints[0])
+        print(f"deleted study {args.checkpoints[0]!r}")
+        return 0
     study = create_study(args.name, [member(c) for c in args.checkpoints])
     print(f"study {study.name!r}: " + ", ".join(m.label for m in study.members))
     return 0
 
 
 def _add_study(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("study", help="list the studies, or name one from two or more checkpoints")
+    p = sub.add_parser(
+        "study",
+        help="list the studies, name one from two or more checkpoints, or `study rm NAME`",
+    )
     p.add_argument("name", nargs="?", help="name of the new study (none: list the studies)")
     p.add_argument("checkpoints", nargs="*", help="files or run folders; first A, second B")
     p.set_defaults(func=_cmd_study)
@@ -369,7 +375,7 @@ def _cmd_upload(args: argparse.Namespace) -> int:
         data["root"] = args.data_root
     arch = upload_arch(args.arch, args.arch_kwargs, data) if args.arch else None
     path = Path(args.file)
-    up = save_upload(path.read_bytes(), path.name, arch=arch, data=data)
+    up = save_upload(path, path.name, arch=arch, data=data)  # read in place, not into memory
     print(f"{'stored' if up.new else 'already stored'}: {up.member.label} -> {up.member.path}")
     return 0
 
@@ -385,6 +391,36 @@ def _add_upload(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_upload)
 
 
+def _cmd_uploads(args: argparse.Namespace) -> int:
+    from landscape.deletion import delete_upload, upload_hash
+    from landscape.settings import settings
+    from landscape.workspace import list_uploads, uploads_usage
+
+    if args.action == "rm":
+        if not args.hashes:
+            raise ValueError("uploads rm: name the content hashes to delete (see `uploads list`)")
+        for hash_ in args.hashes:
+            gone = delete_upload(hash_, with_studies=args.with_studies)
+            extra = f" and the studies {', '.join(map(repr, gone))}" if gone else ""
+            print(f"deleted upload {hash_}{extra}")
+        return 0
+    for m in list_uploads():
+        size = Path(m.path).stat().st_size
+        print(f"{upload_hash(m.path)}  {size:>12}  {m.label}")
+    print(f"{uploads_usage()} of {settings().upload_quota} bytes used")
+    return 0
+
+
+def _add_uploads(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("uploads", help="list the uploaded checkpoints, or delete some (rm HASH)")
+    p.add_argument("action", nargs="?", choices=("list", "rm"), default="list")
+    p.add_argument("hashes", nargs="*", help="content hashes to delete (from `uploads list`)")
+    p.add_argument(
+        "--with-studies", action="store_true", help="also delete the studies that use them"
+    )
+    p.set_defaults(func=_cmd_uploads)
+
+
 COMMANDS = (
     _add_train,
     _add_defaults,
@@ -396,4 +432,5 @@ COMMANDS = (
     _add_masks,
     _add_study,
     _add_upload,
+    _add_uploads,
 )

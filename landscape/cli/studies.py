@@ -35,37 +35,77 @@ def _store(args: argparse.Namespace) -> Store:
 
 def _common(p: argparse.ArgumentParser, *, launcher: bool) -> None:
     p.add_argument("--store", default=None, help="result folder (default $LANDSCAPE_HOME)")
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="start even if the estimate is over $LANDSCAPE_CONFIRM_S (default 1800 s)",
+    )
     if launcher:
         p.add_argument(
             "--launcher", type=int, default=1, help="evaluate with N local processes (or torchrun)"
         )
 
 
-def _estimate(kind: base.Kind, cfg: Any, ckpt) -> None:
-    """One line on stderr before long work: the estimated time, from a quick measurement."""
-    from landscape.cost import estimate_text, measure_rates, study_cost
+def _estimate(kind: base.Kind, cfg: Any, ckpt) -> float | None:
+    """One line on stderr before long work: the estimated time, from a quick measurement.
+
+    Returns:
+        The estimated seconds, or None when the measurement failed.
+    """
+    from landscape.cost import estimate, estimate_text, measure_rates, study_cost
 
     try:
         rates = measure_rates(
             ckpt, device=cfg.device, data_root=cfg.data_root, samples=512, repeats=1
         )
     except (CheckpointError, DataError, ValueError, RuntimeError):
-        return  # no estimate; the study itself reports the problem
-    print(estimate_text(study_cost(kind.name, cfg, rates.n_train), rates), file=sys.stderr)
+        return None  # no estimate; the study itself reports the problem
+    cost = study_cost(kind.name, cfg, rates.n_train)
+    print(estimate_text(cost, rates), file=sys.stderr)
+    return estimate(cost, rates)[1]
+
+
+def _refusal(args: argparse.Namespace, kind: base.Kind, cfg: Any, ckpt) -> str | None:
+    """Print the estimate; why the study must not start without ``--yes`` (None: it may)."""
+    from landscape.cost import confirm_limit, seconds_text
+
+    limit = confirm_limit()
+    seconds = _estimate(kind, cfg, ckpt)
+    if seconds is None or seconds <= limit or args.yes:
+        return None
+    return (
+        f"this {kind.name} study is estimated at {seconds_text(seconds)}, over the "
+        f"{seconds_text(limit)} limit: add --yes to start it (limit: $LANDSCAPE_CONFIRM_S)"
+    )
+
+
+def _confirm(args: argparse.Namespace, kind: base.Kind, cfg: Any, ckpt) -> None:
+    """ValueError (the CLI's one error line, exit 2) when the study needs ``--yes``."""
+    why = _refusal(args, kind, cfg, ckpt)
+    if why is not None:
+        raise ValueError(why)
 
 
 def _run_grid(args: argparse.Namespace, kind: base.Kind, cfg: Any, inputs: Any, a) -> int:
-    """Run a grid study on every rank of the process group; rank 0 prints the result."""
-    from landscape.distributed import launch, process_group, relaunch_argv
+    """Run a grid study on every rank of the process group; rank 0 prints the result.
+
+    The estimate is printed (and ``--yes`` required above the limit) once: by the launcher
+    before it starts the ranks, else by rank 0, which tells the other ranks whether to start.
+    """
+    from landscape.distributed import LAUNCHED, broadcast, launch, process_group, relaunch_argv
 
     if args.launcher > 1 and "WORLD_SIZE" not in os.environ:
         from landscape.cli import build_parser
 
-        return launch(args.launcher, relaunch_argv(args, build_parser().parse_args))
+        argv = relaunch_argv(args, build_parser().parse_args)
+        _confirm(args, kind, cfg, a)
+        return launch(args.launcher, argv)
     store = _store(args)
     with process_group(cfg.device) as group:
-        if group.rank == 0:
-            _estimate(kind, cfg, a)
+        checked = group.rank > 0 or os.environ.get(LAUNCHED) == "1"
+        why = None if checked else _refusal(args, kind, cfg, a)
+        if (why if group.world == 1 else broadcast(why)) is not None:
+            raise ValueError(why or "rank 0 refused to start (see its error)")
         bar = terminal_progress(kind.name) if group.rank == 0 else nullcontext(None)
         with bar as progress:
             cfg = replace(cfg, device=group.device)
@@ -171,7 +211,7 @@ def _cmd_hessian(args: argparse.Namespace) -> int:
     cfg = config_from(args, hessian.HessianConfig)
     inputs = hessian.HessianInputs(a, b)
     store = _store(args)
-    _estimate(hessian.KIND, cfg, a)
+    _confirm(args, hessian.KIND, cfg, a)
     with terminal_progress("hessian") as progress:
         res = base.run(hessian.KIND, cfg, inputs, store=store, progress=progress)
     key = base.study_key(hessian.KIND, cfg, inputs)
@@ -188,12 +228,16 @@ def _add_hessian(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_hessian)
 
 
-def _write_curve_outputs(out: Path, res: curve.CurveResult, key: str) -> None:
-    """curve.safetensors, result.json and path.csv in ``out``, each written atomically."""
+def _write_curve_outputs(out: Path, res: curve.CurveResult, key: str, store: Store) -> None:
+    """curve.safetensors (verified against its checksum), result.json and path.csv in ``out``,
+    each written atomically."""
     import io
 
+    blob = store.read_artifact(res.curve_file)  # the bytes checked are the bytes copied
+    if blob is None:
+        raise ValueError(f"{res.curve_file}: the stored curve is damaged; run the command again")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "curve.safetensors", Path(res.curve_file).read_bytes())
+    atomic_write(out / "curve.safetensors", blob)
     info, _ = res.to_arrays()
     atomic_write(out / "result.json", json.dumps({**info, "key": key}, indent=2).encode())
     cols = [(name, c) for name in ("curve", "line") for c in getattr(res, name)]
@@ -213,13 +257,13 @@ def _cmd_curve(args: argparse.Namespace) -> int:
     cfg.check()  # bad options fail before anything is written
     if given is not None:
         cfg = replace(cfg, order=given.order)
-    _estimate(curve.KIND, replace(cfg, epochs=0) if given is not None else cfg, a)
+    _confirm(args, curve.KIND, replace(cfg, epochs=0) if given is not None else cfg, a)
     inputs = curve.CurveInputs(a, b, given)
     store = _store(args)
     with terminal_progress("curve") as progress:
         res = base.run(curve.KIND, cfg, inputs, store=store, progress=progress)
     out = Path(args.out)
-    _write_curve_outputs(out, res, base.study_key(curve.KIND, cfg, inputs))
+    _write_curve_outputs(out, res, base.study_key(curve.KIND, cfg, inputs), store)
     print(curve_table(res, (_name(a, "A"), _name(b, "B"))))
     print(f"written: {out / 'curve.safetensors'}, {out / 'result.json'}, {out / 'path.csv'}")
     return 0

@@ -19,7 +19,8 @@ import dataclasses
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -54,8 +55,17 @@ class Result:
 
     Fields typed ``np.ndarray`` (or ``np.ndarray | None``) go to the result's ``.npz``; fields
     typed ``dict[str, np.ndarray]`` (metric columns) go there as ``<field>.<name>``; everything
-    else goes to its JSON. A subclass declares fields and nothing else.
+    else goes to its JSON. A subclass declares fields and nothing else, besides
+    ``ARTIFACTS``: the names of fields holding paths of files it wrote into the store with
+    :meth:`Store.save_artifact` (their checksums go into the result, which is recomputed when
+    one is missing or corrupt).
     """
+
+    ARTIFACTS: ClassVar[tuple[str, ...]] = ()
+
+    def artifacts(self) -> list[Path]:
+        """The files in the store this result refers to."""
+        return [Path(getattr(self, name)) for name in self.ARTIFACTS]
 
     @classmethod
     def _hints(cls) -> dict[str, Any]:
@@ -164,19 +174,22 @@ def run(
     identity = kind.identity(config, inputs)
     key = result_key(kind.name, kind.version, identity)
     context = Context(store, kind.name, key, progress, (rank, world))
+    if rank == 0:
+        store.remove_stale(kind.name)  # temp files of writers that died
 
-    def compute() -> tuple[dict[str, Any], Arrays]:
-        info, arrays = kind.compute(config, inputs, context).to_arrays()
-        return {**info, "inputs": identity}, arrays
+    def compute() -> tuple[dict[str, Any], Arrays, list[Path]]:
+        result = kind.compute(config, inputs, context)
+        info, arrays = result.to_arrays()
+        return {**info, "inputs": identity}, arrays, result.artifacts()
 
     if world == 1:
         found = store.get_or_compute(kind.name, key, compute)
     else:
         found = broadcast(store.load(kind.name, key) if rank == 0 else None)
         if found is None:
-            info, arrays = compute()
+            info, arrays, files = compute()
             if rank == 0:
                 with store.lock(kind.name, key):
-                    store.save(kind.name, key, info, arrays)
+                    store.save(kind.name, key, info, arrays, artifacts=files)
             return kind.result.from_arrays(info, arrays)
     return kind.result.from_arrays(found.data, found.arrays)

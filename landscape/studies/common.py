@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,11 @@ from landscape.params import Named, param_names, split_state
 from landscape.studies.base import Context
 
 __all__ = [
+    "MAX_GRID",
+    "MAX_POINTS",
+    "MAX_POINTS_PER_PASS",
     "EvalOptions",
+    "check_range",
     "evaluate_grid",
     "grid_axes",
     "check_grid",
@@ -34,14 +39,38 @@ __all__ = [
 ]
 
 
+MAX_GRID = 2001  # points per axis of a plane at most (4e6 points: about a day on a CPU)
+MAX_POINTS = 100_001  # points of a slice (or a curve projected into a plane) at most
+MAX_POINTS_PER_PASS = 1024  # weight points evaluated together at most
+
+
+def check_range(name: str, value: float, lo: float, hi: float = math.inf) -> None:
+    """ValueError unless ``lo <= value <= hi`` (and finite): one line naming the option."""
+    if not (math.isfinite(value) and lo <= value <= hi):
+        bounds = f"[{lo:g}, {hi:g}]" if math.isfinite(hi) else f">= {lo:g}"
+        raise ValueError(
+            f"{name} must be {'in ' if math.isfinite(hi) else ''}{bounds}, got {value}"
+        )
+
+
 @dataclass
 class EvalOptions:
-    """How weight points are evaluated: the options every evaluating study kind shares."""
+    """How weight points are evaluated: the options every evaluating study kind shares.
+
+    Subclasses check their own fields in ``__post_init__`` (calling this one), so an
+    out-of-range option fails when the config is made, before anything runs or is written.
+    """
 
     bn_subset: int | None = None  # recalibrate BN on the first N training samples (None: all)
     device: str = "cpu"  # cpu or cuda
     data_root: str | None = None  # folder with the mnist / cifar10 files
     points_per_pass: int | None = None  # speed only; None: 16 on GPUs without BN, else 1
+
+    def __post_init__(self) -> None:
+        if self.bn_subset is not None:
+            check_range("bn_subset", self.bn_subset, 1)
+        if self.points_per_pass is not None:
+            check_range("points_per_pass", self.points_per_pass, 1, MAX_POINTS_PER_PASS)
 
 
 def check_same(ckpts: Sequence[Checkpoint]) -> None:
@@ -61,10 +90,9 @@ def check_same(ckpts: Sequence[Checkpoint]) -> None:
 
 
 def check_grid(grid: int, margin: float) -> None:
-    if grid < 2:
-        raise ValueError(f"grid must be >= 2 points per axis, got {grid}")
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
+    """ValueError unless 2 <= grid <= MAX_GRID and 0 <= margin <= 100."""
+    check_range("grid (points per axis)", grid, 2, MAX_GRID)
+    check_range("margin", margin, 0, 100)
 
 
 def label(ckpt: Checkpoint) -> str:

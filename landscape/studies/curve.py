@@ -23,13 +23,13 @@ from landscape.curves import (
     BezierCurve,
     CurveConfig,
     bernstein,
+    curve_bytes,
     curve_hash,
     endpoint_data,
     endpoint_params,
     fit_curve,
     joins,
     load_curve,
-    save_curve,
 )
 from landscape.data import Dataset
 from landscape.evaluate import EvalData
@@ -118,7 +118,8 @@ class CurveResult(Result):
     """Both paths at the values ``t``: columns of :class:`PathResult` for "curve" and "line".
 
     Attributes:
-        curve_file: the curve's ``.safetensors`` inside the store.
+        curve_file: the curve's ``.safetensors`` inside the store (an artefact: checked on
+            every read of the result).
         config: the :class:`CurveConfig` as a dict; endpoints: {"a"|"b": {"hash", "name"}}.
         bn_samples: training samples of each BN recalibration.
         fit_history: per-epoch mean training loss of the fit (empty for a given curve).
@@ -135,6 +136,8 @@ class CurveResult(Result):
     endpoints: dict[str, Any]
     bn_samples: int
     fit_history: list[float]
+
+    ARTIFACTS = ("curve_file",)
 
     def path(self, name: str) -> PathResult:
         """The "curve" or the "line" as a :class:`PathResult`."""
@@ -212,28 +215,32 @@ def _fit_identity(inputs: CurveInputs, cfg: CurveConfig, data: Dataset) -> dict:
 def _stored_fit(
     inputs: CurveInputs, cfg: CurveConfig, data: Dataset, context: Context
 ) -> tuple[BezierCurve, Path]:
-    """The fitted curve for (a, b, data, fit config): from the store, or fitted and saved."""
+    """The fitted curve for (a, b, data, fit config): from the store, or fitted and saved.
+
+    The fit is a store artefact: a file that is missing or fails its checksum is refitted
+    (with a :class:`landscape.store.CorruptResultWarning`).
+    """
     a, b, store = inputs.a, inputs.b, context.store
     key = result_key("curve_fit", FIT_VERSION, _fit_identity(inputs, cfg, data))
-    path = store.root / "curve" / f"fit-{key}.safetensors"
+    name = f"fit-{key}.safetensors"
     with store.lock("curve_fit", key):
-        if path.exists():
+        if store.load_artifact("curve", name) is not None:
             try:
-                return load_curve(path, a, b), path
+                return load_curve(store.root / "curve" / name, a, b), store.root / "curve" / name
             except CheckpointError as err:
                 warnings.warn(f"refitting: stored curve is unusable: {err}", stacklevel=3)
         curve = fit_curve(a, b, cfg, data, progress=context.progress)
-        save_curve(path, curve, a, b, cfg)
+        path = store.save_artifact("curve", name, curve_bytes(curve, a, b, cfg))
     return curve, path
 
 
 def _given(inputs: CurveInputs, cfg: CurveConfig, store: Store) -> tuple[BezierCurve, Path]:
     """Copy a given curve into the store (named by its content) so results point inside it."""
     curve = inputs.curve
-    path = store.root / "curve" / f"given-{curve_hash(curve)}.safetensors"
-    if not path.exists():
-        save_curve(path, curve, inputs.a, inputs.b, cfg)
-    return curve, path
+    name = f"given-{curve_hash(curve)}.safetensors"
+    if store.load_artifact("curve", name) is None:
+        store.save_artifact("curve", name, curve_bytes(curve, inputs.a, inputs.b, cfg))
+    return curve, store.root / "curve" / name
 
 
 def _identity(cfg: CurveConfig, inputs: CurveInputs) -> dict:
@@ -269,7 +276,7 @@ def _compute(cfg: CurveConfig, inputs: CurveInputs, context: Context) -> CurveRe
     for name, c in (("curve", fitted), ("line", BezierCurve(pa, pb, order=1).to(cfg.device))):
         part = Context(context.store, "curve", f"{context.key}-{name}-{tag}", context.progress)
         paths[name] = evaluate_path(model, c, t, evdata, part, stage=f"evaluating {name}")
-    for leftover in (context.store.root / "curve").glob(f"{context.key}-*.partial.npz"):
+    for leftover in (context.store.root / "curve").glob(f"{context.key}-*.partial"):
         leftover.unlink(missing_ok=True)
     return CurveResult(
         t=t,
@@ -286,4 +293,5 @@ def _compute(cfg: CurveConfig, inputs: CurveInputs, context: Context) -> CurveRe
     )
 
 
-KIND = Kind("curve", 1, CurveConfig, CurveResult, _identity, _compute)
+# 2: the curve file is a checksummed artefact of the result
+KIND = Kind("curve", 2, CurveConfig, CurveResult, _identity, _compute)

@@ -21,10 +21,11 @@ from landscape.models import prunable_names
 from landscape.params import Named, flatten, param_names, sparsity
 from landscape.pruning import magnitude_prune
 from landscape.studies.base import Context, Kind, Result, config_identity
-from landscape.studies.common import data_identity, dataset, model_params
+from landscape.studies.common import check_range, data_identity, dataset, model_params
 
 __all__ = ["KIND", "MAX_EIGENVECTOR_FLOATS", "HessianConfig", "HessianInputs", "HessianResult"]
 
+MAX_K = 200  # top eigenpairs at most (each needs its own Lanczos vectors)
 MAX_EIGENVECTOR_FLOATS = 5_000_000  # eigenvectors are stored only below k * P of this
 
 
@@ -38,6 +39,12 @@ class HessianConfig:
     tol: float = 1e-3  # relative accuracy of the eigenvalues (ARPACK tol)
     device: str = "cpu"  # cpu or cuda
     data_root: str | None = None  # folder with the mnist / cifar10 files
+
+    def __post_init__(self) -> None:
+        check_range("k", self.k, 1, MAX_K)
+        if self.subset is not None:
+            check_range("subset", self.subset, 1)
+        check_range("tol", self.tol, 0, 1)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,10 @@ class PCAConfig(EvalOptions):
     margin: float = 0.2  # fraction of the trajectories' extent added on each side of the grid
     centre: str = "final"  # "final": final weights of the first run; "mean": snapshots' mean
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_grid(self.grid, self.margin)
+
 
 @dataclass(frozen=True)
 class PCAInputs:

@@ -19,8 +19,10 @@ from landscape.geometry import Plane, plane_through
 from landscape.params import Named, flatten
 from landscape.studies.base import Context, Kind, Result
 from landscape.studies.common import (
+    MAX_POINTS,
     EvalOptions,
     check_grid,
+    check_range,
     check_same,
     data_identity,
     eval_data,
@@ -40,6 +42,11 @@ class PlaneConfig(EvalOptions):
     grid: int = 21  # points per axis
     margin: float = 0.2  # fraction of the points' extent added on each side of the grid
     points_on_curve: int = 61  # curve points projected into the plane (when a curve is given)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_grid(self.grid, self.margin)
+        check_range("points_on_curve", self.points_on_curve, 2, MAX_POINTS)
 
 
 @dataclass(frozen=True)

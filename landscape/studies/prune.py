@@ -2,7 +2,9 @@
 
 The computation is :func:`landscape.pruning.prune_checkpoint`. Its pruned weights are an
 artefact: they are written, atomically, as a checkpoint inside the store beside the result
-(``<store>/prune/<key>.safetensors``) and the typed result gives its path, hash and metrics.
+(``<store>/prune/<key>.safetensors``, with its checksum beside it and in the result, so a
+result whose file is missing or damaged is recomputed) and the typed result gives its path,
+hash and metrics.
 ``landscape prune ... --out FILE`` copies that file.
 """
 
@@ -63,6 +65,8 @@ class PruneResult(Result):
     epoch: float
     wall_time_s: float
 
+    ARTIFACTS = ("path",)
+
 
 def _identity(cfg: PruneConfig, inputs: PruneInputs) -> dict[str, Any]:
     ckpt = inputs.checkpoint
@@ -89,6 +93,7 @@ def _compute(cfg: PruneConfig, inputs: PruneInputs, context: Context) -> PruneRe
     )
     path = context.store.root / context.kind / f"{context.key}.safetensors"
     digest = save_checkpoint(path, state, meta)
+    context.store.record_artifact(path)  # its checksum: the result is recomputed without it
     return PruneResult(
         path=str(path.resolve()),
         hash=digest,
@@ -136,5 +141,6 @@ def prune(
         key = study_key(KIND, cfg, inputs)
         result = _compute(cfg, inputs, Context(store, KIND.name, key, progress))
         info, arrays = result.to_arrays()
-        store.save(KIND.name, key, {**info, "inputs": KIND.identity(cfg, inputs)}, arrays)
+        ident = KIND.identity(cfg, inputs)
+        store.save(KIND.name, key, {**info, "inputs": ident}, arrays, artifacts=result.artifacts())
         return result

@@ -35,6 +35,12 @@ class RandomPlaneConfig(EvalOptions):
     span: float = 1.0  # the grid covers [-span, span]^2
     seed: int = 0  # seed of the two directions
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_grid(self.grid, 0.0)
+        if not 0 < self.span <= 1e6:
+            raise ValueError(f"span must be in (0, 1e6], got {self.span}")
+
 
 @dataclass(frozen=True)
 class RandomPlaneInputs:

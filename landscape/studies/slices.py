@@ -22,7 +22,9 @@ from landscape.params import Named, flatten
 from landscape.studies import base, hessian
 from landscape.studies.base import Context, Kind, Result
 from landscape.studies.common import (
+    MAX_POINTS,
     EvalOptions,
+    check_range,
     check_same,
     data_identity,
     eval_data,
@@ -49,16 +51,17 @@ class SliceConfig(EvalOptions):
     hessian: hessian.HessianConfig = field(default_factory=lambda: hessian.HessianConfig(k=1))
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.direction not in DIRECTIONS:
             raise ValueError(
                 f"direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}"
             )
-        if self.points < 2:
-            raise ValueError(f"points must be >= 2, got {self.points}")
+        check_range("points", self.points, 2, MAX_POINTS)
         if self.span is None:
             self.span = 0.5 if self.direction == "delta" else 1.0
         if self.span < 0 or (self.span == 0 and self.direction != "delta"):
             raise ValueError(f"span must be > 0, got {self.span}")
+        check_range("span", self.span, 0, 1e6)
 
     @property
     def s(self) -> np.ndarray:

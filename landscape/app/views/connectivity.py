@@ -12,6 +12,7 @@ import streamlit as st
 from landscape.app import charts, jobs, sidebar, ui
 from landscape.curves import CurveConfig
 from landscape.studies.curve import CurveResult, PathResult
+from landscape.workspace import curve_label
 
 PATHS = ("curve", "line")
 CHARTS = ("train_loss", "test_acc", "test_loss", "sparsity")
@@ -47,7 +48,7 @@ def _source(imported: list[Path]) -> Path | None:
     """The curve to show: fitted here (None), or one of ``imported`` (the research code's)."""
     if not imported:
         return None
-    names = ["fitted here", *(f"imported: {p.stem.split('-', 2)[2]}" for p in imported)]
+    names = ["fitted here", *(f"imported: {curve_label(p)}" for p in imported)]
     choice = st.radio("Curve", names, horizontal=True, key="curve_source")
     chosen = None if choice == names[0] else imported[names.index(choice) - 1]
     st.session_state[ui.IMPORTED_KEY] = chosen  # the Plane page takes the same curve's bend

@@ -8,6 +8,7 @@ import streamlit as st
 
 from landscape.app import charts_surfaces, jobs, sidebar, ui
 from landscape.studies.plane import PlaneConfig, PlaneResult
+from landscape.workspace import curve_label
 
 QUANTITIES = {  # "Show" choice -> (metric of the grid, its name in the colour bar)
     "loss": ("loss", "loss"),
@@ -63,7 +64,7 @@ def main() -> None:
     curve_cfg = ui.curve_config(sel)
     imported = ui.imported_curve(sel)
     which = (
-        f"the imported curve {imported.stem.split('-', 2)[2]}"
+        f"the imported curve {curve_label(imported)}"
         if imported is not None
         else f"order {curve_cfg.order}, {curve_cfg.epochs} fit epochs"
     )

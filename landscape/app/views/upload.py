@@ -10,12 +10,15 @@ import streamlit as st
 from landscape.app import sidebar
 from landscape.checkpoints import CheckpointError
 from landscape.data import DATASETS, NORMALIZATIONS, DataError
+from landscape.deletion import delete_study, delete_upload, upload_hash
 from landscape.models import MODELS, RESEARCH_ARCHS
-from landscape.workspace import Member, Upload, create_study, list_uploads
+from landscape.settings import QUOTA_ENV, settings
+from landscape.workspace import Member, Upload, create_study, list_uploads, uploads_usage
 
 MB = 1024 * 1024
 RECOGNISED = "Recognised (from the file's keys)"
 ARCH_CHOICES = sorted(MODELS) + sorted(RESEARCH_ARCHS)
+DELETED_KEY = "upload_deleted"  # what was deleted, shown after the rerun
 
 
 def _suggest(prefix: str, file, suggested: dict) -> None:
@@ -58,8 +61,9 @@ def _recognised(file) -> dict | None:
     """What a .pt/.pth file is (shown before it is added); None for .safetensors."""
     if file is None or file.name.lower().endswith(".safetensors"):
         return None
+    path, digest = sidebar.spool_upload(file)
     try:
-        found = sidebar.inspect_research(file.getvalue(), file.name)
+        found = sidebar.inspect_research(str(path), digest, file.name)
     except CheckpointError as err:
         st.info(f"Architecture not recognised, choose it below: {err}", icon=":material/help:")
         return None
@@ -96,7 +100,9 @@ def _upload_section(limit_mb: int) -> None:
         f"set. A `.pt`/`.pth` file (read with `torch.load(weights_only=True)`: no code runs) is "
         f"a state dict, or a model or curve file saved by the mode-connectivity research code "
         f"(VGG16, PreResNet, WideResNet28x10): its architecture is recognised from its keys or "
-        f"chosen below. Size limit: {limit_mb} MB (server.maxUploadSize)."
+        f"chosen below. Size limit: {limit_mb} MB (server.maxUploadSize); all uploads together: "
+        f"{uploads_usage() / MB:,.0f} of {settings().upload_quota / MB:,.0f} MB used "
+        f"(${QUOTA_ENV})."
     )
     file = st.file_uploader("Checkpoint file", type=["safetensors", "pt", "pth"], key="upload_file")
     found = _recognised(file)
@@ -113,11 +119,14 @@ def _upload_section(limit_mb: int) -> None:
         )
     st.caption("Data set (used when the file names none):")
     data = _data_options("upload")
+    if file is None:
+        sidebar.drop_spool()
     if not st.button("Add checkpoint", key="upload_add", disabled=file is None, type="primary"):
         return
     try:
+        path, _ = sidebar.spool_upload(file)  # on disk, in chunks: no copy of the bytes kept
         up = sidebar.upload_checkpoint(
-            file.getvalue(),
+            path,
             file.name,
             arch_name=None if arch_name == RECOGNISED else arch_name,
             arch_kwargs=arch_kwargs,
@@ -127,6 +136,8 @@ def _upload_section(limit_mb: int) -> None:
     except (CheckpointError, DataError, ValueError) as err:
         st.error(f"Not added: {err}", icon=":material/error:")
         return
+    finally:
+        sidebar.drop_spool()
     _show_upload(up)
     if up.study:
         sidebar.select_study_next_run(up.study)
@@ -164,33 +175,80 @@ def _study_section() -> None:
     st.rerun()
 
 
+def _row(m: Member) -> dict:
+    """One line of the uploads table; a file that no longer validates is marked broken."""
+    row = {"label": m.label, "hash": upload_hash(m.path), "status": "ok"}
+    try:
+        s = sidebar.summary(m)
+    except (CheckpointError, ValueError, OSError) as err:
+        return row | {"status": f"broken: {err}", "file": m.path}
+    return row | {
+        "architecture": s.arch["name"],
+        "data": (s.data or {}).get("name"),
+        "parameters": s.n_params,
+        "sparsity": round(s.sparsity, 4),
+        "file": m.path,
+    }
+
+
 def _uploads_table() -> None:
     uploads = list_uploads()
     if not uploads:
         return
     st.subheader("Uploaded checkpoints")
-    rows = []
-    for m in uploads:
-        s = sidebar.summary(m)
-        rows.append(
-            {
-                "label": m.label,
-                "hash": s.hash,
-                "architecture": s.arch["name"],
-                "data": (s.data or {}).get("name"),
-                "parameters": s.n_params,
-                "sparsity": round(s.sparsity, 4),
-                "file": m.path,
-            }
-        )
+    rows = [_row(m) for m in uploads]
     st.dataframe(pd.DataFrame(rows), key="uploads_table")
+    for row in rows:
+        if row["status"] != "ok":
+            st.error(
+                f"**{row['label']}** (`{row['hash']}`) no longer loads: "
+                f"{row['status'][len('broken: ') :]}",
+                icon=":material/broken_image:",
+            )
+    _delete_upload(rows)
+
+
+def _delete_upload(rows: list[dict]) -> None:
+    names = {r["hash"]: f"{r['label']} ({r['hash'][:12]}, {r['status'][:6]})" for r in rows}
+    cols = st.columns([3, 2, 1], vertical_alignment="bottom")
+    chosen = cols[0].selectbox(
+        "Upload to delete", list(names), format_func=names.__getitem__, key="delete_upload"
+    )
+    with_studies = cols[1].checkbox("and the studies that use it", key="delete_with_studies")
+    if not cols[2].button("Delete upload", key="delete_upload_button"):
+        return
+    try:
+        gone = delete_upload(chosen, with_studies=with_studies)
+    except ValueError as err:
+        st.error(f"Not deleted: {err}", icon=":material/error:")
+        return
+    st.session_state[DELETED_KEY] = f"Deleted {names[chosen]}" + (
+        f" and the studies {', '.join(map(repr, gone))}" if gone else ""
+    )
+    st.rerun()
+
+
+def _delete_study() -> None:
+    own = [s.name for s in sidebar.studies()[0] if not s.builtin]
+    if not own:
+        return
+    st.subheader("Delete a study")
+    cols = st.columns([3, 1], vertical_alignment="bottom")
+    name = cols[0].selectbox("Study", own, key="delete_study")
+    if cols[1].button("Delete study", key="delete_study_button"):
+        delete_study(name)  # its checkpoints stay
+        st.session_state[DELETED_KEY] = f"Deleted study {name!r}"
+        st.rerun()
 
 
 def main() -> None:
     st.title("Upload")
     _upload_section(int(st.get_option("server.maxUploadSize")))
+    if DELETED_KEY in st.session_state:
+        st.success(st.session_state.pop(DELETED_KEY), icon=":material/delete:")
     _uploads_table()
     _study_section()
+    _delete_study()
 
 
 main()
