@@ -2,7 +2,9 @@
 
 1. Compute the whole default study from nothing (curve, plane, PCA plane, Hessian with 1D
    slices) through the jobs the pages run when "Compute" is pressed (``landscape.app.jobs``),
-   with the pages' default options; each job's time beside the app's own estimate. Baseline
+   with the pages' default options, after a round of smaller jobs that calibrates the
+   estimates (``landscape.cost.calibration``); each job's time beside the app's calibrated
+   estimate (target: within 1.5x either way). Baseline
    measured in the same run: one forward pass over the training data (from timing
    ``evaluate_points``), so the figures can be read as multiples of it on a machine shared
    with others.
@@ -35,45 +37,73 @@ PAGES = {  # page name in the sidebar -> charts drawn when its results are store
 }
 
 
-def compute_default_study(home: Path) -> dict[str, float]:
-    """Run every default job of the pages into ``home``; seconds per job and in total."""
-    import os
-
-    os.environ["LANDSCAPE_HOME"] = str(home)
+def _work(sel, *, size: int) -> dict:
+    """The pages' default jobs (size 0), or the calibration round's smaller ones (1, 2)."""
     from landscape.app import jobs as app_jobs
-    from landscape.app import sidebar
     from landscape.curves import CurveConfig
     from landscape.studies.hessian import HessianConfig
     from landscape.studies.pca import PCAConfig
     from landscape.studies.plane import PlaneConfig
     from landscape.studies.slices import SliceConfig
+
+    small = size > 0
+    curve = CurveConfig(epochs=2 + 4 * size, points=10 * size + 1) if small else CurveConfig()
+    grid = {"grid": 4 * size + 3} if small else {}
+    # Other start vectors (and fewer samples) than the page's: earlier Hessian jobs of this kind.
+    hcfg = HessianConfig(seed=size, subset=(None, 400, None)[size]) if small else HessianConfig()
+    return {
+        "curve": app_jobs.curve_job(sel, curve),
+        "plane": app_jobs.plane_job(sel, curve, PlaneConfig(**grid)),
+        "pca": app_jobs.pca_job(list(sel.study.members), PCAConfig(**grid)),
+        "hessian": app_jobs.hessian_job(sel, hcfg),
+        "slices": app_jobs.slices_job(sel, SliceConfig(points=(41, 9, 21)[size], hessian=hcfg)),
+    }
+
+
+def compute_default_study(home: Path) -> dict[str, float]:
+    """Run every default job of the pages into ``home``; seconds per job and in total.
+
+    First a calibration round of smaller jobs (what a user's earlier jobs leave in the store),
+    then the defaults, each with the app's calibrated estimate beside its actual time.
+    """
+    import os
+
+    import torch
+
+    os.environ["LANDSCAPE_HOME"] = str(home)
+    # One intra-op thread, as the tests run: on a shared 2-core machine a second thread made
+    # the same job 2-15x slower from one run to the next, which no estimate can follow.
+    torch.set_num_threads(1)
+    from landscape.app import jobs as app_jobs
+    from landscape.app import sidebar
     from landscape.workspace import default_study
 
     study = default_study()
     sel = sidebar.Selection(study, study.members[0], study.members[1], "cpu")
-    hcfg = HessianConfig()
-    work = {
-        "curve": app_jobs.curve_job(sel, CurveConfig()),
-        "plane": app_jobs.plane_job(sel, CurveConfig(), PlaneConfig()),
-        "pca": app_jobs.pca_job(list(study.members), PCAConfig()),
-        "hessian": app_jobs.hessian_job(sel, hcfg),
-        "slices": app_jobs.slices_job(sel, SliceConfig(hessian=hcfg)),
-    }
     rates = app_jobs.rates(sel.a, "cpu")
     per_pass = rates.per_pass
     print(
         f"baseline: one forward pass over the training data = {1000 * per_pass:.1f} ms; "
         f"one evaluated point (BN, train, test) = {1000 * rates.per_point:.1f} ms"
     )
+    start = time.perf_counter()
+    for size in (1, 2):
+        for job in _work(sel, size=size).values():
+            app_jobs.compute(job, None)
+    print(f"calibration round (smaller jobs of each kind): {time.perf_counter() - start:.1f} s")
     times = {}
-    for name, job in work.items():
-        _, estimate = app_jobs.estimate(job.cost, sel.a, "cpu")  # prerequisites ran first
+    for name, job in _work(sel, size=0).items():
+        app_jobs.reprobe()  # the app probes again after a while: the load here changes
+        est = app_jobs.job_estimate(job)  # prerequisites ran first
         start = time.perf_counter()
         app_jobs.compute(job, None)
         times[name] = time.perf_counter() - start
+        ratio = times[name] / est.seconds
+        ok = "ok" if 1 / 1.5 <= ratio <= 1.5 else "OFF"
         print(
-            f"  {name:<8} {times[name]:7.1f} s  (app estimate {estimate:6.1f} s, "
-            f"{times[name] / per_pass:7.0f} passes)"
+            f"  {name:<8} actual {times[name]:6.1f} s  estimate {est.seconds:6.1f} s "
+            f"({costs_range(est)})  actual/estimate {ratio:4.2f} {ok}  "
+            f"({times[name] / per_pass:5.0f} passes)"
         )
     total = sum(times.values())
     print(
@@ -81,6 +111,12 @@ def compute_default_study(home: Path) -> dict[str, float]:
         f"{total / per_pass:.0f} x one pass"
     )
     return times
+
+
+def costs_range(est) -> str:
+    from landscape.cost import range_text
+
+    return range_text(est.low, est.high)
 
 
 BASELINE_APP = """

@@ -18,6 +18,7 @@ from landscape.hessian import hvp, top_eigen
 from landscape.models import MODELS, RESEARCH_ARCHS, build_model, prunable_names, resolve_arch
 from landscape.optim import GRDA
 from landscape.pruning import magnitude_prune, mask_stability, prune_checkpoint
+from landscape.recorder import Recorder
 from landscape.research import export_research, load_any, open_research, recognize
 from landscape.store import Store
 from landscape.studies import KINDS, find, run
@@ -64,6 +65,7 @@ __all__ = [
     "HessianConfig",
     "PCAConfig",
     "PlaneConfig",
+    "Recorder",
     "Store",
     "SweepConfig",
     "TrainConfig",

@@ -17,9 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
-import struct
-import zipfile
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,19 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import nn
 
-from landscape.data import Dataset, load_dataset
+from landscape.data import Dataset, check_classes, dataset_from_meta
+from landscape.layouts import (
+    STATE_WRAPPERS,
+    CheckpointError,
+    check_archive,
+    check_header,
+    fill_counters,
+    key_candidates,
+    mismatch,
+    unwrap,
+)
 from landscape.models import MODELS, build_model, min_tensors
+from landscape.sources import EXPORT, check_source, is_external, load_exported, trust_export
 from landscape.store import atomic_write
 
 __all__ = [
@@ -39,11 +50,13 @@ __all__ = [
     "MAX_TENSORS",
     "MAX_ZIP_RATIO",
     "STATE_WRAPPERS",
+    "TORCH_SUFFIXES",
     "check_file",
     "Checkpoint",
     "checkpoint_dataset",
     "CheckpointError",
     "content_hash",
+    "fit_state",
     "load_checkpoint",
     "read_torch_object",
     "save_checkpoint",
@@ -52,9 +65,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-MAX_BYTES = (
-    1024 * 1024 * 1024
-)  # default size limit: a WideResNet28x10 curve file with 3 bends is ~0.6 GB
+MAX_BYTES = 1024**3  # default size limit: a WideResNet28x10 curve file with 3 bends is ~0.6 GB
 # A checkpoint's safetensors header is a few kilobytes (a WideResNet28x10 curve file: ~50 KB).
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 # Tensors in one file: PreResNet1001 has ~6,000; building 10,000 (on the meta device) takes ~1 s.
@@ -65,11 +76,7 @@ MAX_ZIP_RATIO = 100
 # a wrong choice (PreResNet110 for a WideResNet file) is told its missing keys: ~0.1 s.
 _BUILD_ALLOWANCE = 1000
 _META_KEY = "landscape"
-_ZIP_MAGIC = b"PK\x03\x04"  # torch.load takes a file for a zip archive when it starts with it
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message says which file and why."""
+FILLED = "num_batches_tracked = 0 for {n} BatchNorm layers (the file has none: torch <= 0.4)"
 
 
 @dataclass
@@ -98,6 +105,23 @@ class Checkpoint:
         model = build_model(self.arch["name"], **self.arch.get("kwargs", {}))
         model.load_state_dict(self.state)
         return model
+
+    def skeleton(self) -> nn.Module:
+        """The architecture without weights (on the meta device: nothing allocated)."""
+        device = nullcontext() if self.arch["name"].startswith(EXPORT) else torch.device("meta")
+        with device:
+            return build_model(self.arch["name"], **self.arch.get("kwargs", {}))
+
+    @cached_property
+    def param_hash(self) -> str:
+        """:func:`content_hash` of the parameters only (no buffers), in sorted name order.
+
+        Equal for two files of one weight point whose buffers differ: a research curve's
+        endpoints carry the curve's single set of BatchNorm statistics, the model files they
+        were fitted from their own; every evaluation recomputes those statistics anyway.
+        """
+        names = {n for n, _ in self.skeleton().named_parameters()}
+        return content_hash({k: v for k, v in self.state.items() if k in names})
 
 
 def content_hash(state: dict[str, torch.Tensor]) -> str:
@@ -156,24 +180,6 @@ def check_file(path: Path, max_bytes: int) -> None:
         )
 
 
-def _check_header(path: Path) -> None:
-    """Refuse a safetensors header longer than MAX_HEADER_BYTES before it is read."""
-    with path.open("rb") as f:
-        prefix = f.read(8)
-    if len(prefix) < 8:
-        raise CheckpointError(f"{path}: not a valid safetensors file (truncated or garbage)")
-    (length,) = struct.unpack("<Q", prefix)  # little-endian u64: the JSON header's length
-    if length > MAX_HEADER_BYTES:
-        raise CheckpointError(
-            f"{path}: not a valid safetensors file: header of {length} bytes, over the limit "
-            f"of {MAX_HEADER_BYTES} bytes (a checkpoint's header is a few kilobytes)"
-        )
-    if length + 8 > path.stat().st_size:
-        raise CheckpointError(
-            f"{path}: not a valid safetensors file (truncated: the header claims {length} bytes)"
-        )
-
-
 def _check_count(n: int, source: str) -> None:
     if n > MAX_TENSORS:
         raise CheckpointError(
@@ -182,7 +188,7 @@ def _check_count(n: int, source: str) -> None:
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    _check_header(path)
+    check_header(path, MAX_HEADER_BYTES)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             raw_meta = f.metadata() or {}
@@ -204,39 +210,6 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     return state, meta
 
 
-def _check_archive(path: Path, max_bytes: int) -> None:
-    """Refuse a torch zip archive whose records would inflate past ``max_bytes`` (or whose
-    compression ratio no torch.save produces), from the declared sizes alone.
-
-    The legacy (non-zip) format is not compressed: what it reads is bounded by the file size.
-    """
-    with path.open("rb") as f:
-        if f.read(4) != _ZIP_MAGIC:
-            return
-    try:
-        with zipfile.ZipFile(path) as archive:
-            records = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch state dict (truncated or garbage zip): {err}"
-        ) from err
-    _check_count(len(records), str(path))
-    total = sum(r.file_size for r in records)
-    if total > max_bytes:
-        raise CheckpointError(
-            f"{path}: its records expand to {total} bytes, over the size limit of "
-            f"{max_bytes} bytes (refused before inflating: a zip bomb?)"
-        )
-    for r in records:
-        if r.compress_type != zipfile.ZIP_STORED and r.file_size > MAX_ZIP_RATIO * max(
-            r.compress_size, 1024
-        ):
-            raise CheckpointError(
-                f"{path}: record {r.filename} expands {r.compress_size} bytes to {r.file_size} "
-                f"(over {MAX_ZIP_RATIO}:1; torch.save does not compress): refused as a zip bomb"
-            )
-
-
 def read_torch_object(path: Path, *, max_bytes: int = MAX_BYTES) -> Any:
     """``torch.load(weights_only=True)`` of a ``.pt``/``.pth`` file, with specific errors.
 
@@ -244,45 +217,35 @@ def read_torch_object(path: Path, *, max_bytes: int = MAX_BYTES) -> Any:
     file raises here and nothing runs. Both torch's zip format and the legacy format are read;
     a zip archive's declared sizes are checked against ``max_bytes`` before anything inflates.
     """
-    _check_archive(path, max_bytes)
+    _check_count(check_archive(path, max_bytes, MAX_ZIP_RATIO), str(path))
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        # torch's message goes on to suggest weights_only=False: show only the reason.
-        reasons = [ln.strip() for ln in str(err).splitlines() if "Unpickler error" in ln]
+        # torch's message goes on to suggest weights_only=False: show only the reason, the
+        # first line after "Unpickler error:" (it may sit on a line of its own).
+        after = str(err).split("Unpickler error:", 1)[1:]
+        reason = next((ln.strip() for ln in "".join(after).splitlines() if ln.strip()), "")
+        why = "the file asks for code to run or unknown objects"
+        if reason.startswith("Unsupported operand"):  # not a pickle at all
+            why = "the file is not a pickle of tensors: truncated or garbage"
         raise CheckpointError(
-            f"{path}: refused to unpickle (only plain tensor state dicts are accepted; "
-            f"the file asks for code to run or unknown objects)"
-            + (f": {reasons[0].split('error:', 1)[-1].strip()}" if reasons else "")
+            f"{path}: refused to unpickle (only plain tensor state dicts are accepted; {why})"
+            + (f": {reason}" if reason else "")
         ) from err
     except Exception as err:  # torch.load raises many types on garbage
+        # Their texts are internals ("pop from empty list"): name the kind of problem only.
         raise CheckpointError(
-            f"{path}: not a readable PyTorch state dict (truncated or garbage): {err}"
+            f"{path}: not a readable PyTorch state dict (truncated or garbage)"
         ) from err
-
-
-# Keys under which training scripts nest the model's state dict; "model_state" is what the
-# mode-connectivity research code (and the gRDA fork of it) saves.
-STATE_WRAPPERS = ("state_dict", "model", "model_state_dict", "model_state")
 
 
 def state_from_object(obj: Any, path: Path | str) -> dict[str, torch.Tensor]:
-    """The state dict inside a loaded ``.pt`` object (a bare one or a training dict)."""
-    if isinstance(obj, dict):
-        for wrapper in STATE_WRAPPERS:
-            if isinstance(obj.get(wrapper), dict):
-                obj = obj[wrapper]
-                break
-    if (
-        not isinstance(obj, dict)
-        or not obj
-        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-    ):
+    """The state dict inside a loaded ``.pt`` object (a bare one or a training dict; see
+    :mod:`landscape.layouts`). Key prefixes are removed later, against the architecture."""
+    state = unwrap(obj)
+    if state is None:
         raise CheckpointError(f"{path}: expected a dict of name -> tensor (a state dict)")
-    # Checkpoints saved from DataParallel/DDP prefix every key with "module.".
-    if all(k.startswith("module.") for k in obj):
-        obj = {k.removeprefix("module."): v for k, v in obj.items()}
-    return obj
+    return state
 
 
 def _check_arch(arch: Any, n_tensors: int, source: str) -> None:
@@ -298,6 +261,13 @@ def _check_arch(arch: Any, n_tensors: int, source: str) -> None:
             f"{source}: architecture must be {{name: str, kwargs: dict}}: {arch!r}"[:500]
         )
     name = arch["name"]
+    if is_external(name):
+        try:
+            check_source(name)
+        except ValueError as err:
+            raise CheckpointError(f"{source}: {err}"[:1000]) from err
+        _check_count(n_tensors, source)
+        return  # a torchvision model has a fixed depth; a trusted file's size is its author's
     if name not in MODELS:
         raise CheckpointError(
             f"{source}: unknown architecture {name!r}; known: {', '.join(sorted(MODELS))}"[:500]
@@ -323,37 +293,48 @@ def _short(value: Any) -> str:
 def _reference(arch: dict[str, Any], source: str) -> dict[str, torch.Tensor]:
     """The architecture's state dict on the meta device: names, shapes and dtypes without
     allocating (or initialising) the weights, which for a WideResNet28x10 would cost seconds."""
+    # An exported program brings its tensors; everything else is built without allocating.
+    device = nullcontext() if arch["name"].startswith(EXPORT) else torch.device("meta")
     try:
-        with torch.device("meta"):
+        with device:
             return build_model(arch["name"], **arch.get("kwargs", {})).state_dict()
     except Exception as err:  # kwargs from a file: a bad value can fail in any layer's init
         # torch's messages can carry a C++ stack trace: its first line says what went wrong.
         raise CheckpointError(f"{source}: {str(err).splitlines()[0][:500]}") from err
 
 
-def _keys_message(source: str, what: str, name: str, keys: list[str]) -> str:
-    more = f" (and {len(keys) - 5} more)" if len(keys) > 5 else ""
-    return f"{source}: {what} keys for {name}: {', '.join(keys[:5])}{more}"
-
-
-def validate_state(
-    state: dict[str, torch.Tensor], arch: dict[str, Any], *, source: str = "checkpoint"
-) -> None:
-    """Check a state dict against an architecture; raise CheckpointError on the first problem.
+def fit_state(
+    state: dict[str, torch.Tensor],
+    arch: dict[str, Any],
+    *,
+    source: str = "checkpoint",
+    strip: bool = True,
+    notes: dict[str, Any] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Check a state dict against an architecture and return it under the model's key names.
 
     The architecture (from a file's metadata) is bounded by the file's tensor count before any
-    model is built; floating-point values must be finite once cast to float32, the dtype every
-    loader keeps.
+    model is built. With ``strip``, prefixes shared by every key (``module.``, ``_orig_mod.``,
+    ``model.``) are removed when, and only when, the result matches the model's keys exactly;
+    otherwise the error lists the nearest missing and unexpected keys. Floating-point values
+    must be finite once cast to float32, the dtype every loader keeps. BatchNorm counters
+    (``num_batches_tracked``) a file of torch <= 0.4 lacks are filled with zeros and, when
+    ``notes`` is given, ``notes["filled"]`` says so (for the checkpoint's metadata).
+
+    Raises:
+        CheckpointError: the first problem found.
     """
     _check_arch(arch, len(state), source)
     name = arch["name"]
     reference = _reference(arch, source)
-    missing = [k for k in reference if k not in state]
-    if missing:
-        raise CheckpointError(_keys_message(source, "missing", name, missing))
-    unexpected = [k for k in state if k not in reference]
-    if unexpected:
-        raise CheckpointError(_keys_message(source, "unexpected", name, unexpected))
+    candidates = key_candidates(state) if strip else [("", state)]
+    filled = [(p, *fill_counters(c, reference)) for p, c in candidates]
+    matched = [(c, f) for _, c, f in filled if c.keys() == reference.keys()]
+    if not matched:
+        raise CheckpointError(mismatch(candidates, reference, name, source)[:2000])
+    state = matched[0][0]
+    if matched[0][1] and notes is not None:
+        notes["filled"] = FILLED.format(n=len(matched[0][1]))
     for k, ref in reference.items():
         if tuple(state[k].shape) != tuple(ref.shape):
             raise CheckpointError(
@@ -368,6 +349,49 @@ def validate_state(
                 f"{source}: non-finite values (nan or inf) in {k} (as float32: values beyond "
                 f"+-3.4e38 overflow to inf)"
             )
+    return state
+
+
+def validate_state(
+    state: dict[str, torch.Tensor], arch: dict[str, Any], *, source: str = "checkpoint"
+) -> None:
+    """Check a state dict, keys exactly as the model names them (:func:`fit_state`)."""
+    fit_state(state, arch, source=source, strip=False)
+
+
+# torch.save files by their usual suffixes: Lightning's .ckpt, Hugging Face's pytorch_model.bin.
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+def _read_any(
+    path: Path, arch: dict[str, Any] | None, trust: bool, max_bytes: int
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state, metadata) of a safetensors, torch.save or (trusted) exported-program file."""
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        return _read_safetensors(path)
+    if suffix in TORCH_SUFFIXES:
+        if arch is None:
+            raise CheckpointError(f"{path}: a {suffix} state dict needs an architecture (--arch)")
+        state = state_from_object(read_torch_object(path, max_bytes=max_bytes), path)
+        return state, {"format_version": FORMAT_VERSION}
+    if suffix == ".pt2":
+        if not trust:
+            raise CheckpointError(
+                f"{path}: an exported program is opened only from the command line with "
+                f"--trust: torch.export.load unpickles parts of the file with "
+                f"weights_only=False, so a hostile .pt2 runs code"
+            )
+        trust_export(path)
+        try:
+            state, exported = load_exported(path)
+        except ValueError as err:
+            raise CheckpointError(str(err)[:1000]) from err
+        return state, {"format_version": FORMAT_VERSION, "arch": exported}
+    raise CheckpointError(
+        f"{path}: unsupported file type {suffix!r} (.safetensors, {', '.join(TORCH_SUFFIXES)}, "
+        f".pt2 with --trust)"
+    )
 
 
 def load_checkpoint(
@@ -376,15 +400,19 @@ def load_checkpoint(
     arch: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
     max_bytes: int = MAX_BYTES,
+    trust: bool = False,
 ) -> Checkpoint:
     """Read and validate a checkpoint.
 
     Args:
-        path: a ``.safetensors`` file (architecture from its metadata, unless ``arch`` is given)
-            or a ``.pt``/``.pth`` state dict (``arch`` required).
+        path: a ``.safetensors`` file (architecture from its metadata, unless ``arch`` is given),
+            a ``torch.save`` state dict (``.pt``, ``.pth``, ``.ckpt``, ``.bin``; ``arch``
+            required) in any layout of :mod:`landscape.layouts`, or with ``trust`` an exported
+            program (``.pt2``, architecture ``export:<path>``).
         arch: ``{"name": ..., "kwargs": {...}}``; overrides the metadata's architecture.
         data: ``{"name": ..., "split_seed": ...}`` for files whose metadata lacks it.
         max_bytes: files larger than this are refused before reading.
+        trust: open a ``.pt2`` (loading one can run code stored in it: command line only).
 
     Returns:
         A validated :class:`Checkpoint` with float32 CPU tensors.
@@ -394,20 +422,11 @@ def load_checkpoint(
     """
     path = Path(path)
     check_file(path, max_bytes)
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        state, meta = _read_safetensors(path)
-    elif suffix in (".pt", ".pth"):
-        if arch is None:
-            raise CheckpointError(f"{path}: a .pt/.pth state dict needs an architecture")
-        state = state_from_object(read_torch_object(path, max_bytes=max_bytes), path)
-        meta = {"format_version": FORMAT_VERSION}
-    else:
-        raise CheckpointError(f"{path}: unsupported file type {suffix!r} (.safetensors, .pt, .pth)")
-    if arch is not None:
+    state, meta = _read_any(path, arch, trust, max_bytes)
+    if arch is not None and path.suffix.lower() != ".pt2":  # a program brings its own
         meta["arch"] = arch
     if "arch" not in meta:
-        raise CheckpointError(f"{path}: metadata names no architecture; choose one")
+        raise CheckpointError(f"{path}: metadata names no architecture; choose one (--arch)")
     if data is not None:
         meta["data"] = data
     if not isinstance(meta.get("format_version", FORMAT_VERSION), int):
@@ -420,30 +439,41 @@ def load_checkpoint(
         )
     # Cast first, then validate what is kept (a float64 of 1e300 becomes inf here).
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    validate_state(state, meta["arch"], source=str(path))
+    state = fit_state(state, meta["arch"], source=str(path), notes=meta)
     return Checkpoint(state=state, meta=meta, hash=content_hash(state), path=path, name=path.stem)
 
 
 def checkpoint_dataset(ckpt: Checkpoint, *, data_root: str | None = None) -> Dataset:
-    """The data set named in a checkpoint's metadata, with its split seed.
+    """The data set named in a checkpoint's metadata, with its split seed and options.
 
     Args:
         ckpt: the checkpoint.
-        data_root: folder of mnist/cifar10 files; default: the one its metadata records
-            (uploads of such checkpoints name one).
+        data_root: where the data set's files are (folder, or the .npz file); default: the
+            root its metadata records (npz / imagefolder runs and uploads record one).
 
     Raises:
         CheckpointError: the metadata names no data set.
+        DataError: the data cannot be read, or its class count does not fit the model's
+            outputs ("model outputs 10 classes but the data set npz has 12").
     """
     data = ckpt.meta.get("data")
     if not isinstance(data, dict) or "name" not in data:
         raise CheckpointError(
             f"{ckpt.path or ckpt.name or 'checkpoint'}: metadata names no data set"
         )
-    root = data_root if data_root is not None else data.get("root")
-    return load_dataset(
-        data["name"],
-        root=root,
-        seed=int(data.get("split_seed", 0)),
-        normalize=str(data.get("normalize", "none")),
-    )
+    ds = dataset_from_meta(data, data_root=data_root)
+    outputs = _outputs(ckpt)
+    if outputs is not None:
+        check_classes(ds, outputs, what=f"{ckpt.path or ckpt.name or 'checkpoint'}: model")
+    return ds
+
+
+def _outputs(ckpt: Checkpoint) -> int | None:
+    """The model's class count: its ``num_classes`` argument, else the out_features of its
+    last Linear layer (from the shapes: built on the meta device); None if it has neither."""
+    arch = ckpt.meta.get("arch")
+    outputs = arch.get("kwargs", {}).get("num_classes") if isinstance(arch, dict) else None
+    if isinstance(outputs, int) and not isinstance(outputs, bool):
+        return outputs
+    linears = [m for m in ckpt.skeleton().modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else None

@@ -9,10 +9,14 @@ app caches the measurements itself.
 
 from __future__ import annotations
 
+import json
 import os
+import platform
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,7 +24,12 @@ if TYPE_CHECKING:
     from landscape.evaluate import EvalData
 
 __all__ = [
+    "CALIBRATION_FILE",
     "CONFIRM_S",
+    "Calibration",
+    "calibration",
+    "range_text",
+    "record_timing",
     "HVP_PASSES",
     "TRAIN_EPOCH_PASSES",
     "Cost",
@@ -43,6 +52,10 @@ HVP_PASSES = 4.0  # one Hessian-vector product (double backward) ~ 4 forward pas
 CONFIRM_S = 1800.0  # studies estimated longer than this need --yes (env LANDSCAPE_CONFIRM_S)
 _REPEATS = 3  # timings per rate; the fastest counts (others' load only slows it)
 _POINTS = 3  # weight points per timed evaluation (the evaluator's set-up is paid once a call)
+CALIBRATION_FILE = "calibration.json"  # in the store's root: estimated and actual s of jobs
+_KEEP = 20  # timings kept per machine, device and study kind (the newest)
+_NOISE = 1.25  # the narrowest range shown: x/1.25 to x*1.25 (load on a shared machine)
+_UNCALIBRATED = (0.5, 2.0)  # the range before any job of a kind ran here: the probe alone
 
 
 @dataclass(frozen=True)
@@ -273,4 +286,106 @@ def measure_hvp(
     model, params, data = _setup(ckpt, device, data_root)
     buffers = bn_statistics(model, params, data)
     x, y, vec = data.x_train[:samples], data.y_train[:samples], flatten(params)
-    return _fastest(lambda: hvp(model, params, buffers, x, y, vec), repeats=1)
+    return _fastest(lambda: hvp(model, params, buffers, x, y, vec), repeats=_REPEATS)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How far this machine's earlier jobs of one kind ran from their estimates.
+
+    Attributes:
+        ratio: actual / estimated seconds, the median of the earlier jobs (1: none yet).
+        low: the smallest ratio to expect (the range shown starts at ``low * estimate``).
+        high: the largest.
+        jobs: how many earlier jobs it is made of.
+    """
+
+    ratio: float = 1.0
+    low: float = _UNCALIBRATED[0]
+    high: float = _UNCALIBRATED[1]
+    jobs: int = 0
+    overhead: float = 0.0  # seconds every job of the kind pays (set-up), when jobs differ in size
+
+    def apply(self, seconds: float) -> tuple[float, float, float]:
+        """An estimate made from the probe's rates as (calibrated, low, high) seconds."""
+        mid = seconds * self.ratio + self.overhead
+        return mid, mid * self.low / self.ratio, mid * self.high / self.ratio
+
+
+def _machine_key(kind: str, device: str) -> str:
+    # Timings of another machine sharing the store (a network home) say nothing about this one.
+    return f"{platform.node() or 'unknown'}|{device}|{kind}"
+
+
+def _read_calibration(root: str | Path) -> dict[str, list[list[float]]]:
+    try:
+        data = json.loads((Path(root) / CALIBRATION_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record_timing(
+    root: str | Path, kind: str, estimated_s: float, actual_s: float, *, device: str = "cpu"
+) -> None:
+    """Keep a finished job's (estimated, actual) seconds for :func:`calibration`.
+
+    Args:
+        root: the store's root folder.
+        kind: the study kind.
+        estimated_s: the uncalibrated estimate (:func:`estimate`) made before it ran.
+        actual_s: its wall time.
+        device: where it ran.
+    """
+    from landscape.store import atomic_write
+
+    if not (estimated_s > 0 and actual_s > 0):
+        return
+    data = _read_calibration(root)
+    key = _machine_key(kind, device)
+    entries = [e for e in data.get(key, []) if isinstance(e, list) and len(e) == 2]
+    data[key] = [*entries, [float(estimated_s), float(actual_s)]][-_KEEP:]
+    Path(root).mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(root) / CALIBRATION_FILE, json.dumps(data, indent=1).encode())
+
+
+def calibration(root: str | Path, kind: str, *, device: str = "cpu") -> Calibration:
+    """The ratio actual / estimated of this machine's earlier jobs of ``kind`` in the store.
+
+    The range spans the ratios seen (at least x/1.25 to x*1.25 around their median, at most
+    x/3 to x*3); with no earlier job, the probe's estimate alone, from half to twice it.
+    """
+    entries = _read_calibration(root).get(_machine_key(kind, device), [])
+    pairs = [(e, a) for e, a in entries if e > 0 and a > 0]
+    if not pairs:
+        return Calibration()
+    slope, overhead = _fit(pairs)
+    ratios = [(a - overhead) / e for e, a in pairs]  # what is left once set-up is paid
+    mid = slope
+    low = min(max(min(ratios), mid / 3), mid / _NOISE)
+    high = max(min(max(ratios), mid * 3), mid * _NOISE)
+    return Calibration(mid, low, high, len(pairs), overhead)
+
+
+def _fit(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+    """actual = slope * estimate + overhead by least squares when the jobs differ in size
+    (3x or more between the smallest and the largest), else the median ratio alone."""
+    est = [e for e, _ in pairs]
+    ratio = statistics.median(a / e for e, a in pairs)
+    if len(pairs) < 2 or max(est) < 3 * min(est):
+        return ratio, 0.0
+    slope, overhead = statistics.linear_regression(est, [a for _, a in pairs])
+    if slope <= 0 or overhead < 0:  # noise beats the fit: keep the plain ratio
+        return ratio, 0.0
+    return slope, overhead
+
+
+def range_text(low: float, high: float) -> str:
+    """``~8-12 s``, ``~2-4 min`` or ``~1-2 h``: a range in the unit of its upper end."""
+    if high < 10:
+        return f"~{low:.1f}-{high:.1f} s"
+    if high < 120:
+        return f"~{low:.0f}-{high:.0f} s"
+    if high < 7200:
+        return f"~{low / 60:.0f}-{high / 60:.0f} min"
+    return f"~{low / 3600:.0f}-{high / 3600:.0f} h"

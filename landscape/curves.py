@@ -24,7 +24,7 @@ from safetensors.torch import save
 from torch import nn
 from torch.func import functional_call
 
-from landscape.checkpoints import Checkpoint, CheckpointError, checkpoint_dataset
+from landscape.checkpoints import Checkpoint, CheckpointError
 from landscape.data import Dataset, batches
 from landscape.evaluate import (
     channels_last,
@@ -40,13 +40,15 @@ __all__ = [
     "CurveConfig",
     "bernstein",
     "curve_bytes",
+    "curve_hash",
+    "given_config",
     "fit_curve",
     "load_curve",
+    "runs_between",
     "save_curve",
 ]
 
 
-SMALL = 1e-3  # |w| below this counts as "small" in sparsity_small
 MAX_ORDER = 20  # higher orders lose the Bernstein weights to rounding (NaN paths)
 MAX_POINTS = 100_001  # values of t a curve study evaluates at most
 _CURVE_FORMAT = "landscape-curve"
@@ -68,6 +70,9 @@ class CurveConfig:
     seed: int = 0  # batch order and the t drawn per mini-batch
     points: int = 61  # evaluated values of t, evenly spaced over [0, 1]
     bn_subset: int | None = None  # recalibrate BN on the first N training samples (None: all)
+    train_subset: int | None = None  # fit and evaluate on N training samples, stratified
+    test_subset: int | None = None  # evaluate on N test samples, stratified (None: all)
+    subset_seed: int = 0  # which samples train_subset and test_subset draw
     data_root: str | None = None  # folder with the mnist / cifar10 files of the endpoints
     device: str = "cpu"  # cpu or cuda
 
@@ -91,8 +96,9 @@ class CurveConfig:
             raise ValueError(
                 f"points must be in [2, {MAX_POINTS}] (t = 0 and t = 1 at least), got {self.points}"
             )
-        if self.bn_subset is not None and self.bn_subset < 1:
-            raise ValueError(f"bn_subset must be >= 1, got {self.bn_subset}")
+        for name in ("bn_subset", "train_subset", "test_subset"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         lr_factor(self.lr_schedule, 0.0)  # raises on an unknown schedule name
 
 
@@ -325,14 +331,29 @@ class _Fit:
 
 
 def curve_hash(curve: BezierCurve) -> str:
-    """Content hash of a curve's control points (names, shapes and bytes)."""
-    h = hashlib.sha256(json.dumps([curve.names, list(curve.inner.shape)]).encode())
-    h.update(curve.controls().detach().cpu().contiguous().numpy().tobytes())
+    """Content hash of a curve's control points, per parameter in sorted name order (name,
+    shape, its k + 1 values): one hash for a research ``.pt`` and its ``.safetensors``."""
+    controls = curve.controls().detach().cpu()  # (k + 1, P)
+    h = hashlib.sha256(f"order {curve.order}|".encode())
+    offsets, start = {}, 0
+    for n, v in curve._like.items():
+        offsets[n] = (start, v.numel(), tuple(v.shape))
+        start += v.numel()
+    for n in sorted(offsets):
+        s, size, shape = offsets[n]
+        h.update(f"{n}|{shape}|".encode())
+        h.update(controls[:, s : s + size].contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
-def curve_bytes(curve: BezierCurve, a: Checkpoint, b: Checkpoint, cfg: CurveConfig) -> bytes:
-    """The ``.safetensors`` bytes of a curve file (see :func:`save_curve`)."""
+def given_config(cfg: CurveConfig, order: int) -> dict[str, Any]:
+    """What a given (not fitted) curve's result records: order, evaluation settings."""
+    out = {k: v for k, v in asdict(cfg).items() if k not in _FIT_FIELDS and k != "seed"}
+    return {"order": order, **out}
+
+
+def curve_bytes(curve: BezierCurve, a: Checkpoint, b: Checkpoint, cfg: CurveConfig | None) -> bytes:
+    """The bytes of a curve file (:func:`save_curve`); ``cfg`` None: a given curve."""
     tensors = {
         f"bend{i}.{n}": v.detach().cpu().contiguous().clone()
         for i, bend in enumerate(curve.bends, start=1)
@@ -343,22 +364,26 @@ def curve_bytes(curve: BezierCurve, a: Checkpoint, b: Checkpoint, cfg: CurveConf
         "version": _CURVE_VERSION,
         "order": curve.order,
         "names": curve.names,
-        "endpoints": {"a": {"hash": a.hash, "name": a.name}, "b": {"hash": b.hash, "name": b.name}},
+        "endpoints": {
+            e: {"hash": c.hash, "param_hash": c.param_hash, "name": c.name}
+            for e, c in (("a", a), ("b", b))
+        },
         "arch": a.arch,
-        "config": asdict(cfg),
+        "config": asdict(cfg) if cfg is not None else {"order": curve.order},
         "history": curve.history,
     }
     return save(tensors, metadata={_CURVE_FORMAT: json.dumps(meta)})
 
 
 def save_curve(
-    path: str | Path, curve: BezierCurve, a: Checkpoint, b: Checkpoint, cfg: CurveConfig
+    path: str | Path, curve: BezierCurve, a: Checkpoint, b: Checkpoint, cfg: CurveConfig | None
 ) -> Path:
     """Write a curve's bends to a ``.safetensors`` file, atomically.
 
     The tensors are ``bend{i}.{param name}`` (i = 1..k-1); the metadata holds the endpoints'
-    hashes and names, the architecture, the config and the fit history. The endpoints are not
-    stored: :func:`load_curve` takes them and checks their hashes.
+    hashes (full and :attr:`~landscape.checkpoints.Checkpoint.param_hash`) and names, the
+    architecture, the config (None: a given curve, its order only) and the fit history. The
+    endpoints are not stored: :func:`load_curve` takes them and checks their hashes.
 
     Returns:
         The path written.
@@ -397,12 +422,40 @@ def curve_meta(path: str | Path) -> dict[str, Any]:
     return _read_curve(Path(path), tensors=False)[1]
 
 
+def _check_endpoints(path: Path, meta: dict[str, Any], a: Checkpoint, b: Checkpoint) -> None:
+    """CheckpointError unless ``a``, ``b`` have the endpoints' full or parameter hashes."""
+    ends = meta.get("endpoints") or {}
+    for field in ("hash", "param_hash"):
+        want = tuple(ends.get(e, {}).get(field) for e in ("a", "b"))
+        if None not in want and want == (getattr(a, field), getattr(b, field)):
+            return
+    want = tuple(ends.get(e, {}).get("hash") for e in ("a", "b"))
+    swapped = " (the endpoints are swapped: give them in the other order)"
+    swapped = swapped if want == (b.hash, a.hash) else ""
+    raise CheckpointError(
+        f"{path}: curve was fitted between endpoints {want[0]} and {want[1]}, "
+        f"not {a.hash} ({a.name}) and {b.hash} ({b.name}){swapped}"
+    )
+
+
+def runs_between(path: str | Path, a: Checkpoint, b: Checkpoint) -> bool:
+    """Whether a curve file runs from ``a`` to ``b``: by parameter hash, so a research curve
+    (one set of BN statistics) is found for its imported endpoints and for the model files it
+    was fitted between; by full hash for files written before (a broken file: False)."""
+    try:
+        _check_endpoints(Path(path), curve_meta(path), a, b)
+    except CheckpointError:
+        return False
+    return True
+
+
 def load_curve(path: str | Path, a: Checkpoint, b: Checkpoint) -> BezierCurve:
     """Read a curve written by :func:`save_curve` and attach it to its endpoints.
 
     Args:
         path: the ``.safetensors`` curve file.
-        a, b: the endpoints it was fitted between (checked by content hash, in order).
+        a, b: the endpoints it was fitted between (checked by content hash, in order; the
+            parameter hash suffices: BN statistics are recomputed at every point).
 
     Returns:
         The curve on the CPU, with its fit history.
@@ -413,22 +466,7 @@ def load_curve(path: str | Path, a: Checkpoint, b: Checkpoint) -> BezierCurve:
     """
     path = Path(path)
     tensors, meta = _read_curve(path)
-    ends = meta.get("endpoints") or {}
-    want = (ends.get("a", {}).get("hash"), ends.get("b", {}).get("hash"))
-    if want != (a.hash, b.hash):
-        swapped = (
-            " (the endpoints are swapped: give them in the other order)"
-            if want
-            == (
-                b.hash,
-                a.hash,
-            )
-            else ""
-        )
-        raise CheckpointError(
-            f"{path}: curve was fitted between endpoints {want[0]} and {want[1]}, "
-            f"not {a.hash} ({a.name}) and {b.hash} ({b.name}){swapped}"
-        )
+    _check_endpoints(path, meta, a, b)
     model, pa, pb = endpoint_params(a, b)
     order = meta.get("order")
     if not isinstance(order, int) or order < 1:
@@ -460,14 +498,3 @@ def joins(curve: BezierCurve, pa: Named, pb: Named) -> bool:
     return torch.equal(ends[0], flatten(pa, curve.names)) and torch.equal(
         ends[1], flatten(pb, curve.names)
     )
-
-
-def endpoint_data(a: Checkpoint, b: Checkpoint, cfg: CurveConfig) -> Dataset:
-    """The data set named in the endpoints' metadata (they must agree)."""
-    da, db = a.meta.get("data"), b.meta.get("data")
-    for ck, d in ((a, da), (b, db)):
-        if not isinstance(d, dict) or "name" not in d:
-            raise ValueError(f"{ck.name or 'checkpoint'}: metadata names no data set")
-    if (da["name"], da.get("split_seed", 0)) != (db["name"], db.get("split_seed", 0)):
-        raise ValueError(f"endpoints were trained on different data: {da} vs {db}")
-    return checkpoint_dataset(a, data_root=cfg.data_root)

@@ -1,7 +1,8 @@
-"""Data sets: `digits` (bundled with scikit-learn); `mnist`, `cifar10`, `cifar100` from a folder.
+"""Data sets: `digits` (bundled with scikit-learn) and the sources users have on disk.
 
-Nothing is ever downloaded: `mnist`, `cifar10` and `cifar100` are read from a folder the user
-names. Every data set comes back as a frozen `Dataset` of float32 images, shape (N, C, H, W), and
+Nothing is ever downloaded. `SOURCES` says how each name is found and read: `mnist`,
+`fashionmnist`, `cifar10`, `cifar100`, `svhn` from a folder in torchvision's layouts (or the bare
+files), `npz` from one `.npz` file, `imagefolder` from a `train/<class>/`, `test/<class>/` tree. Every data set comes back as a frozen `Dataset` of float32 images, shape (N, C, H, W), and
 int64 labels. Images are in [0, 1] unless a per-channel normalisation from `NORMALIZATIONS` is
 asked for (`load_dataset(..., normalize="vgg")`), which maps each channel to `(x - mean) / std`
 as the mode-connectivity research code does for CIFAR. Loads are cached, so the returned tensors
@@ -13,25 +14,50 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from landscape.datafiles import (
-    NUM_CLASSES,
-    DataError,
-    expected_files,
-    find_files,
-    read_cifar,
-    read_mnist,
+from landscape.datafiles import NUM_CLASSES, DataError
+from landscape.datasources import (
+    SOURCES,
+    Arrays,
+    DataSource,
+    expected,
+    source_options,
+    split_name,
 )
 
-__all__ = ["DATASETS", "NORMALIZATIONS", "DataError", "Dataset", "batches", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "NORMALIZATIONS",
+    "SOURCES",
+    "DataError",
+    "DataSource",
+    "Dataset",
+    "batches",
+    "check_classes",
+    "dataset_from_meta",
+    "load_dataset",
+    "source_meta",
+    "split_name",
+]
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "cifar10", "cifar100")
+
+class _Names(tuple):
+    """The data set names; `in` also accepts `npz:<path>` and `imagefolder:<dir>`, the spellings
+    that carry the file in the name (so argparse choices and metadata checks take them)."""
+
+    def __contains__(self, item: object) -> bool:
+        if isinstance(item, str) and split_name(item)[1] is not None:
+            return True
+        return tuple.__contains__(self, item)
+
+
+DATASETS: tuple[str, ...] = _Names(("digits", *SOURCES))
 
 # Per-channel (mean, std) of images in [0, 1], as timgaripov/dnn-mode-connectivity `data.py`
 # (and gRDA-Optimizer `Connectivity_Projection/data.py`) normalise CIFAR-10 and CIFAR-100 with
@@ -58,7 +84,12 @@ class Dataset:
         y_test: (M,) int64 labels.
         num_classes: number of classes.
         split_seed: seed of the train/test split (recorded even where the split is official).
-        normalize: key of `NORMALIZATIONS` that was applied to the images; "none" by default.
+        normalize: key of `NORMALIZATIONS` that was applied to the images; "none" by default;
+            "file" when the (mean, std) came with the data (`stats`, from an npz file).
+        stats: the per-channel (mean, std) applied when `normalize` is "file".
+        info: JSON-able facts about the source for `describe()`: a content fingerprint (npz:
+            "sha256"; imagefolder: "fingerprint"), class names, image size.
+        classes_from_labels: `num_classes` is the largest label + 1, not declared by the data.
     """
 
     name: str
@@ -69,6 +100,9 @@ class Dataset:
     num_classes: int
     split_seed: int
     normalize: str = "none"  # a default, so Datasets built by hand stay in [0, 1] as before
+    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # when normalize == "file"
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)  # merged into describe()
+    classes_from_labels: bool = False  # num_classes inferred as max label + 1
 
     def __post_init__(self) -> None:
         # Catch hand-built data sets with the wrong layout here, not deep inside a training step.
@@ -93,7 +127,11 @@ class Dataset:
                 f"{self.name}: train images {tuple(self.x_train.shape[1:])} and test images "
                 f"{tuple(self.x_test.shape[1:])} differ in shape"
             )
-        _normalization(self.name, self.normalize, self.input_shape[0])
+        if self.normalize == "file":
+            if self.stats is None or len(self.stats[0]) != self.input_shape[0]:
+                raise DataError(f"{self.name}: normalize='file' needs one (mean, std) a channel")
+        else:
+            _normalization(self.name, self.normalize, self.input_shape[0])
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -106,8 +144,9 @@ class Dataset:
 
         Returns:
             {"name", "split_seed", "n_train", "n_test", "input_shape", "num_classes",
-            "normalize"}, plus "mean" and "std" when `normalize` is not "none"; sequences are
-            lists so the dict survives a JSON round trip unchanged.
+            "normalize"}, plus "mean" and "std" when `normalize` is not "none", plus `info`
+            (fingerprint, classes, size); sequences are lists so the dict survives a JSON round
+            trip unchanged.
         """
         desc: dict[str, Any] = {
             "name": self.name,
@@ -118,11 +157,11 @@ class Dataset:
             "num_classes": int(self.num_classes),
             "normalize": self.normalize,
         }
-        stats = NORMALIZATIONS[self.normalize]
+        stats = self.stats if self.normalize == "file" else NORMALIZATIONS[self.normalize]
         if stats is not None:
             # The values themselves, so a result still says what was done if the table changes.
             desc["mean"], desc["std"] = list(stats[0]), list(stats[1])
-        return desc
+        return {**desc, **self.info}
 
 
 def load_dataset(
@@ -132,59 +171,107 @@ def load_dataset(
     seed: int = 0,
     limit: int | None = None,
     normalize: str = "none",
+    size: int | str | tuple[int, int] | None = None,
+    channels: int | None = None,
 ) -> Dataset:
     """Load a data set by name; nothing is downloaded.
 
     Args:
-        name: one of `DATASETS`.
-        root: folder holding the files of `mnist` / `cifar10` / `cifar100` (ignored for
-            `digits`).
-            mnist: train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
-            t10k-labels-idx1-ubyte, each plain or with a `.gz` suffix.
-            cifar10: data_batch_1..5 and test_batch, in `root` or `root/cifar-10-batches-py`.
-            cifar100: train and test, in `root` or `root/cifar-100-python`; the labels are the
-            100 fine labels.
-        seed: seed of the stratified train/test split of `digits`; mnist, cifar10 and cifar100
-            use their official split and only record the seed.
+        name: one of `DATASETS`; `npz:<path>` and `imagefolder:<dir>` name the root too.
+        root: where the files are (ignored for `digits`; `landscape.datasources.SOURCES`):
+            mnist / fashionmnist: the four idx files (plain or `.gz`) in `root`,
+            `root/MNIST/raw` (`root/FashionMNIST/raw`, torchvision's layout) or `root/raw`.
+            cifar10 / cifar100: the pickled batches in `root` or `root/cifar-10-batches-py`
+            (`root/cifar-100-python`; its 100 fine labels). svhn: train_32x32.mat and
+            test_32x32.mat. npz: the `.npz` file (x_train, y_train, x_test, y_test; optional
+            classes, mean, std: then `normalize` is "file"). imagefolder: a folder with
+            train/<class>/*.png|jpg and test/<class>/..., labels by sorted class name.
+        seed: seed of the stratified train/test split of `digits`; the others have their split
+            and only record the seed.
         limit: keep only the first `limit` training and the first `limit` test samples.
         normalize: a key of `NORMALIZATIONS`: "none" keeps images in [0, 1]; "vgg" and "resnet"
             map channel c to `(x - mean[c]) / std[c]` and need 3-channel images.
+        size: imagefolder: resize every image to (H, W) (an int or "HxW" also do); default:
+            the first training image's size.
+        channels: imagefolder: 1 (grey) or 3 (RGB); default: the first training image's.
 
     Returns:
         A cached, frozen `Dataset`; its tensors are shared, so never modify them in place.
 
     Raises:
         DataError: unknown name, bad arguments, a normalisation that does not fit the images,
-            missing folder or files, or a wrong file format.
+            missing folder or files, or a wrong file format (shapes, dtypes, label range).
     """
+    name, named_root = split_name(name) if isinstance(name, str) else (name, None)
+    root = named_root if named_root is not None and root is None else root
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
     # Checked before any file is read; whether the channels fit is checked once images are in.
     _normalization(name, normalize, None)
+    seed, limit = _int_args(name, seed, limit)
+    options = source_options(name, size, channels)
+    if name == "digits":
+        # root is ignored, so keep it out of the cache key: one copy however it is called.
+        return _load_cached(name, None, seed, limit, normalize, (), ())
+    if root is None:
+        raise DataError(
+            f"{name}: {'a file' if name == 'npz' else 'a folder'} is needed (root=...); {name} "
+            f"is read from local files and never downloaded. Expected files: {expected(name)}"
+        )
+    folder = Path(root).expanduser().resolve()
+    files = SOURCES[name].find(folder)
+    # Size and mtime in the key: files replaced in the same folder are read again, not served
+    # stale from the cache.
+    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return _load_cached(name, str(folder), seed, limit, normalize, stamp, options)
+
+
+def _int_args(name: str, seed: Any, limit: Any) -> tuple[int, int | None]:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise DataError(f"{name}: seed must be an int, got {seed!r}")
     if limit is not None and (
         isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 1
     ):
         raise DataError(f"{name}: limit must be a positive int or None, got {limit!r}")
-    seed = int(seed)
-    limit = None if limit is None else int(limit)
+    return int(seed), None if limit is None else int(limit)
 
-    if name == "digits":
-        # root is ignored, so keep it out of the cache key: one copy however it is called.
-        return _load_cached(name, None, seed, limit, normalize, ())
 
-    if root is None:
-        raise DataError(
-            f"{name}: a folder is needed (root=...); {name} is read from local files and never "
-            f"downloaded. Expected files: {expected_files(name)}"
-        )
-    folder = Path(root).expanduser().resolve()
-    files = find_files(name, folder)
-    # Size and mtime in the key: files replaced in the same folder are read again, not served
-    # stale from the cache.
-    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    return _load_cached(name, str(folder), seed, limit, normalize, stamp)
+def dataset_from_meta(data: Mapping[str, Any], *, data_root: str | Path | None = None) -> Dataset:
+    """The data set a checkpoint's metadata `data` dict names ({name, split_seed, root?,
+    normalize?, size?, channels?}); `data_root` overrides the recorded root."""
+    opts = {k: data[k] for k in ("size", "channels") if data.get(k) is not None}
+    return load_dataset(
+        str(data["name"]),
+        root=data_root if data_root is not None else data.get("root"),
+        seed=int(data.get("split_seed", 0)),
+        normalize=str(data.get("normalize", "none")),
+        **opts,
+    )
+
+
+def source_meta(name: str, root: str | Path | None, ds: Dataset) -> dict[str, Any]:
+    """What checkpoint metadata must add to {name, split_seed} to find `ds` again: the canonical
+    name, and for npz / imagefolder the absolute root and the imagefolder options used."""
+    name, named_root = split_name(name)
+    root = root if root is not None else named_root
+    src = SOURCES.get(name)
+    if src is None or not src.record_root or root is None:
+        return {"name": name}
+    meta = {"name": name, "root": str(Path(root).expanduser().resolve())}
+    return {**meta, **{k: ds.info[k] for k in src.options if k in ds.info}}
+
+
+def check_classes(ds: Dataset, outputs: int, *, what: str = "model") -> None:
+    """Raise DataError unless a model with `outputs` logits fits the classes of `ds`.
+
+    A data set whose class count is only its largest label + 1 may use fewer classes than the
+    model outputs; any other difference is an error.
+    """
+    if outputs == ds.num_classes or (ds.classes_from_labels and outputs > ds.num_classes):
+        return
+    raise DataError(
+        f"{what} outputs {outputs} classes but the data set {ds.name} has {ds.num_classes}"
+    )
 
 
 def batches(
@@ -232,15 +319,25 @@ def _iter_batches(
 
 @functools.lru_cache(maxsize=4)  # small: a full cifar10 in float32 is ~0.7 GB
 def _load_cached(
-    name: str, root: str | None, seed: int, limit: int | None, normalize: str, stamp: tuple
+    name: str,
+    root: str | None,
+    seed: int,
+    limit: int | None,
+    normalize: str,
+    stamp: tuple,
+    options: tuple,
 ) -> Dataset:
     if name == "digits":
-        ds = _load_digits(seed, limit)
-    else:
-        assert root is not None
-        read = read_mnist if name == "mnist" else functools.partial(read_cifar, name)
-        ds = _from_arrays(name, read(Path(root), limit), seed)
-    return _normalized(ds, normalize)
+        return _normalized(_load_digits(seed, limit), normalize)
+    assert root is not None
+    arrays = SOURCES[name].read(Path(root), limit, **dict(options))
+    if arrays.stats is not None and normalize != "none":
+        raise DataError(
+            f"{name}: {root} carries its own mean/std, so normalize must be 'none' (got "
+            f"{normalize!r}); the file's statistics are applied"
+        )
+    ds = _from_arrays(name, arrays, seed)
+    return _normalized(ds, "file" if arrays.stats is not None else normalize)
 
 
 def _normalization(
@@ -261,7 +358,8 @@ def _normalization(
 
 
 def _normalized(ds: Dataset, normalize: str) -> Dataset:
-    stats = _normalization(ds.name, normalize, ds.input_shape[0])
+    file_stats = normalize == "file"
+    stats = ds.stats if file_stats else _normalization(ds.name, normalize, ds.input_shape[0])
     if stats is None:
         return ds
     mean = torch.tensor(stats[0], dtype=torch.float32).view(-1, 1, 1)  # (C, 1, 1)
@@ -307,14 +405,20 @@ def _load_digits(seed: int, limit: int | None) -> Dataset:
     )
 
 
-def _from_arrays(name: str, arrays: tuple[np.ndarray, ...], seed: int) -> Dataset:
-    x_tr, y_tr, x_te, y_te = arrays
+def _from_arrays(name: str, arrays: Arrays, seed: int) -> Dataset:
+    def images(x: np.ndarray) -> torch.Tensor:
+        # uint8 files hold 0..255; float files are taken as they are.
+        return _to_images(x, 255.0 if x.dtype == np.uint8 else 1.0)
+
     return Dataset(
         name=name,
-        x_train=_to_images(x_tr, 255.0),
-        y_train=_to_labels(y_tr),
-        x_test=_to_images(x_te, 255.0),
-        y_test=_to_labels(y_te),
-        num_classes=NUM_CLASSES[name],
+        x_train=images(arrays.x_train),
+        y_train=_to_labels(arrays.y_train),
+        x_test=images(arrays.x_test),
+        y_test=_to_labels(arrays.y_test),
+        num_classes=arrays.num_classes,
         split_seed=seed,
+        stats=arrays.stats,
+        info=dict(arrays.info),
+        classes_from_labels=arrays.classes_from_labels,
     )

@@ -62,7 +62,16 @@ _CIFAR = {
     "cifar100": _CifarLayout("CIFAR-100", ("train",), "test", "cifar-100-python", "fine_labels"),
 }
 
-NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
+NUM_CLASSES = {
+    "digits": 10,
+    "mnist": 10,
+    "fashionmnist": 10,
+    "cifar10": 10,
+    "cifar100": 100,
+    "svhn": 10,
+}
+# Where torchvision's MNIST / FashionMNIST keep the idx files under its root folder.
+_IDX_SUBFOLDERS = {"mnist": "MNIST", "fashionmnist": "FashionMNIST"}
 
 
 class DataError(ValueError):
@@ -71,8 +80,9 @@ class DataError(ValueError):
 
 # eq=False: tensor fields make a generated __eq__ ambiguous.
 def expected_files(name: str) -> str:
-    if name == "mnist":
-        return ", ".join(f"{f}[.gz]" for f in _MNIST_FILES)
+    if name in _IDX_SUBFOLDERS:
+        files = ", ".join(f"{f}[.gz]" for f in _MNIST_FILES)
+        return f"{files} (in the folder or in its {_IDX_SUBFOLDERS[name]}/raw/)"
     if name in _CIFAR:
         return ", ".join((*_CIFAR[name].train_files, _CIFAR[name].test_file))
     return "(none: bundled with scikit-learn)"
@@ -86,26 +96,32 @@ def check_labels(name: str, what: str, labels: np.ndarray) -> None:
         )
 
 
-def _find_mnist(folder: Path) -> list[Path]:
-    expected = expected_files("mnist")
+def _find_mnist(folder: Path, name: str = "mnist") -> list[Path]:
+    """The four idx files of `name` (mnist, fashionmnist) in `folder` or torchvision's layout."""
+    expected = expected_files(name)
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
-        raise DataError(f"mnist: folder {folder} {what}; expected files: {expected}")
-    found, missing = [], []
-    for base in _MNIST_FILES:
-        # Plain first: if both exist the plain file is what the user unpacked last.
-        candidates = [folder / base, folder / f"{base}.gz"]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            missing.append(f"{base}[.gz]")
-        else:
-            found.append(path)
-    if missing:
-        raise DataError(
-            f"mnist: folder {folder} does not contain {', '.join(missing)}; "
-            f"expected files: {expected}"
-        )
-    return found
+        raise DataError(f"{name}: folder {folder} {what}; expected files: {expected}")
+    # torchvision's root holds MNIST/raw/ (FashionMNIST/raw/); accept it, raw/ and the folder.
+    best: tuple[list[Path], list[str]] | None = None
+    for cand in (folder, folder / _IDX_SUBFOLDERS[name] / "raw", folder / "raw"):
+        found, missing = [], []
+        for base in _MNIST_FILES:
+            # Plain first: if both exist the plain file is what the user unpacked last.
+            candidates = [cand / base, cand / f"{base}.gz"]
+            path = next((p for p in candidates if p.is_file()), None)
+            if path is None:
+                missing.append(f"{base}[.gz]")
+            else:
+                found.append(path)
+        if not missing:
+            return found
+        if best is None or len(missing) < len(best[1]):
+            best = (found, missing)
+    assert best is not None
+    raise DataError(
+        f"{name}: folder {folder} does not contain {', '.join(best[1])}; expected files: {expected}"
+    )
 
 
 def _read_bytes(name: str, path: Path) -> bytes:
@@ -118,13 +134,13 @@ def _read_bytes(name: str, path: Path) -> bytes:
         raise DataError(f"{name}: cannot read {path}: {e}") from e
 
 
-def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
+def _read_idx(path: Path, magic: int, ndim: int, name: str = "mnist") -> np.ndarray:
     """Parse one idx file (big-endian int32 header, then unsigned bytes) into a uint8 array."""
-    raw = _read_bytes("mnist", path)
+    raw = _read_bytes(name, path)
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(
-            f"mnist: {path} is truncated: {len(raw)} bytes, shorter than the {header}-byte header"
+            f"{name}: {path} is truncated: {len(raw)} bytes, shorter than the {header}-byte header"
         )
     got = int.from_bytes(raw[:4], "big")
     if got != magic:
@@ -132,17 +148,17 @@ def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
         if raw[:2] == b"\x1f\x8b":  # gzip's own magic: a compressed file without the suffix
             hint = "; it looks gzip-compressed, name it with a .gz suffix"
         raise DataError(
-            f"mnist: {path} is not an idx file of the expected kind: magic number {got}, "
+            f"{name}: {path} is not an idx file of the expected kind: magic number {got}, "
             f"expected {magic}{hint}"
         )
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
     if any(d < 1 for d in dims):
-        raise DataError(f"mnist: {path} has invalid dimensions {dims} in its header")
+        raise DataError(f"{name}: {path} has invalid dimensions {dims} in its header")
     expected = header + int(np.prod(dims))
     if len(raw) != expected:
         state = "truncated" if len(raw) < expected else "longer than its header says"
         raise DataError(
-            f"mnist: {path} is {state}: {len(raw)} bytes, the header {dims} needs {expected}"
+            f"{name}: {path} is {state}: {len(raw)} bytes, the header {dims} needs {expected}"
         )
     # A read-only view of the bytes: only the samples kept after `limit` are copied later.
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
@@ -277,29 +293,29 @@ def _read_cifar_batch(name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def find_files(name: str, folder: Path) -> list[Path]:
-    """The files a load of ``name`` ("mnist", "cifar10", "cifar100") reads from ``folder``."""
-    return _find_mnist(folder) if name == "mnist" else _find_cifar(name, folder)
+    """The files a load of ``name`` (mnist, fashionmnist, cifar10, cifar100) reads."""
+    return _find_mnist(folder, name) if name in _IDX_SUBFOLDERS else _find_cifar(name, folder)
 
 
-def read_mnist(folder: Path, limit: int | None) -> tuple[np.ndarray, ...]:
+def read_mnist(folder: Path, limit: int | None, name: str = "mnist") -> tuple[np.ndarray, ...]:
     """(x_train (N, 1, H, W) uint8, y_train, x_test, y_test) of the idx files in ``folder``."""
-    tr_img, tr_lab, te_img, te_lab = _find_mnist(folder)
+    tr_img, tr_lab, te_img, te_lab = _find_mnist(folder, name)
     splits = []
     for img_path, lab_path in ((tr_img, tr_lab), (te_img, te_lab)):
         # Counts are compared on the full files, before `limit` cuts them.
-        images = _read_idx(img_path, _IDX_IMAGES_MAGIC, 3)
-        labels = _read_idx(lab_path, _IDX_LABELS_MAGIC, 1)
+        images = _read_idx(img_path, _IDX_IMAGES_MAGIC, 3, name)
+        labels = _read_idx(lab_path, _IDX_LABELS_MAGIC, 1, name)
         if len(images) != len(labels):
             raise DataError(
-                f"mnist: {img_path} holds {len(images)} images but {lab_path} holds "
+                f"{name}: {img_path} holds {len(images)} images but {lab_path} holds "
                 f"{len(labels)} labels"
             )
-        check_labels("mnist", str(lab_path), labels)
+        check_labels(name, str(lab_path), labels)
         splits.append((images[:limit, None, :, :], labels[:limit]))  # (N, 1, H, W)
     (x_tr, y_tr), (x_te, y_te) = splits
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise DataError(
-            f"mnist: train images are {x_tr.shape[2:]} but test images are {x_te.shape[2:]} "
+            f"{name}: train images are {x_tr.shape[2:]} but test images are {x_te.shape[2:]} "
             f"({tr_img}, {te_img})"
         )
     return x_tr, y_tr, x_te, y_te

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from landscape.models_research import VGG, PreResNet, WideResNet
+from landscape.sources import build_external, is_external
 
 __all__ = [
     "MODELS",
@@ -208,19 +209,23 @@ def resolve_arch(name: str, kwargs: dict | None = None) -> tuple[str, dict]:
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered architecture.
+    """Build a registered architecture, or one from an external source.
 
     Args:
-        name: registry name ("mlp", "cnn", "resnet20", "vgg", "preresnet", "wideresnet"); use
-            ``resolve_arch`` first for research-code names such as "VGG16BN".
+        name: registry name ("mlp", "cnn", "resnet20", "vgg", "preresnet", "wideresnet"; use
+            ``resolve_arch`` first for research-code names such as "VGG16BN"), or a source of
+            :mod:`landscape.sources`: "torchvision:resnet18", "file:<path.py>:<callable>"
+            (trusted files only), "export:<path.pt2>" (trusted programs only).
         **kwargs: constructor arguments (in_shape, num_classes, and the model's own).
 
     Returns:
         A freshly initialised module.
 
     Raises:
-        ValueError: unknown name or arguments the constructor does not take.
+        ValueError: unknown name, untrusted source, or arguments the constructor does not take.
     """
+    if is_external(name):
+        return build_external(name, kwargs)
     if name not in MODELS:
         raise ValueError(f"Unknown architecture {name!r}; known: {', '.join(sorted(MODELS))}")
     try:

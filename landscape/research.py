@@ -20,6 +20,7 @@ summarised in the metadata, never needed.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,19 +32,22 @@ import torch
 from landscape.checkpoints import (
     FORMAT_VERSION,
     MAX_BYTES,
+    TORCH_SUFFIXES,
     Checkpoint,
     CheckpointError,
     check_file,
     content_hash,
+    fit_state,
     load_checkpoint,
     read_torch_object,
     save_checkpoint,
     state_from_object,
-    validate_state,
 )
-from landscape.curves import BezierCurve, CurveConfig, save_curve
-from landscape.models import build_model, resolve_arch
+from landscape.curves import BezierCurve, save_curve
+from landscape.layouts import key_candidates
+from landscape.models import MODELS, build_model, resolve_arch
 from landscape.params import param_names
+from landscape.sources import is_external
 
 __all__ = [
     "Recognition",
@@ -111,8 +115,73 @@ def _guess(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any], str]
     return None
 
 
+# Inputs of the registry's own runs, by the size of a flattened image: digits, MNIST, CIFAR.
+_SHAPES = {64: ([1, 8, 8], "digits"), 784: ([1, 28, 28], "mnist"), 3072: ([3, 32, 32], "cifar10")}
+
+
+def _guess_registry(state: Mapping[str, torch.Tensor]) -> tuple[str, dict, int] | None:
+    """(name, kwargs, flattened input size) of landscape's cnn or mlp, read off the keys."""
+    keys = set(state)
+    if {"features.0.weight", "classifier.0.weight", "classifier.2.weight"} <= keys:
+        convs = sorted(
+            (int(k.split(".")[1]), state[k])
+            for k in keys
+            if k.startswith("features.") and k.endswith(".weight") and state[k].ndim == 4
+        )
+        channels = [w.shape[0] for _, w in convs]
+        fc = state["classifier.0.weight"]
+        pool = round((fc.shape[1] // max(channels[-1], 1)) ** 0.5)
+        c_in = convs[0][1].shape[1]
+        kwargs = {"channels": channels, "hidden": fc.shape[0], "pool": pool}
+        kwargs["num_classes"] = state["classifier.2.weight"].shape[0]
+        return "cnn", kwargs, 64 if c_in == 1 else 3072
+    linears = sorted(int(k.split(".")[1]) for k in keys if re.fullmatch(r"net\.\d+\.weight", k))
+    if linears and keys == {f"net.{i}.{p}" for i in linears for p in ("weight", "bias")}:
+        dims = [state[f"net.{i}.weight"].shape for i in linears]
+        kwargs = {"widths": [d[0] for d in dims[:-1]], "num_classes": dims[-1][0]}
+        return "mlp", kwargs, dims[0][1]
+    return None
+
+
+def _defaults(name: str) -> dict[str, Any]:
+    """A registry model's constructor defaults, sequences as lists (as in metadata)."""
+    params = inspect.signature(MODELS[name]).parameters.values()
+    out = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+_DEFAULTS = {name: _defaults(name) for name in ("cnn", "mlp")}
+
+
+def _registry_recognition(state: Mapping[str, torch.Tensor]) -> Recognition | None:
+    """landscape's own cnn/mlp (a plain state dict of a default run), sized to its data set."""
+    guess = _guess_registry(state)
+    if guess is None:
+        return None
+    name, kwargs, flat = guess
+    in_shape, data = _SHAPES.get(flat, ([1, 8, 8], "digits"))
+    if name == "cnn":
+        in_shape = [1, 8, 8] if flat == 64 else [3, 32, 32]
+    if data == "cifar10" and kwargs["num_classes"] == 100:
+        data = "cifar100"
+    # Arguments equal to the constructor's defaults are left out, as `landscape train` writes
+    # them, so a recognised state dict compares equal to the run it came from.
+    kwargs = {k: v for k, v in kwargs.items() if k == "num_classes" or _DEFAULTS[name].get(k) != v}
+    arch = {"name": name, "kwargs": {"in_shape": in_shape, **kwargs}}
+    return Recognition(arch=arch, label=name, data={"name": data, "split_seed": 0})
+
+
 def _recognition(state: Mapping[str, torch.Tensor]) -> Recognition | None:
-    """The guess read off the key names and a few shapes (not validated), or None."""
+    """The guess read off the key names and a few shapes (not validated), or None; key
+    prefixes shared by every key (``module.``, ...) are looked through."""
+    for _, candidate in key_candidates(state):
+        found = _research_recognition(candidate) or _registry_recognition(candidate)
+        if found is not None:
+            return found
+    return None
+
+
+def _research_recognition(state: Mapping[str, torch.Tensor]) -> Recognition | None:
     guess = _guess(state)
     if guess is None:
         return None
@@ -128,8 +197,9 @@ def _recognition(state: Mapping[str, torch.Tensor]) -> Recognition | None:
 
 def _not_recognised(source: str) -> CheckpointError:
     return CheckpointError(
-        f"{source}: architecture not recognised from its keys (not a VGG, PreResNet or "
-        f"WideResNet of the mode-connectivity code); choose one"
+        f"{source}: architecture not recognised from its keys (not landscape's cnn or mlp, "
+        f"nor a VGG, PreResNet or WideResNet of the mode-connectivity code); choose one with "
+        f"--arch (a registry name, torchvision:<name> or file:<path.py>:<callable>)"
     )
 
 
@@ -146,7 +216,7 @@ def recognize(state: Mapping[str, torch.Tensor], *, source: str = "file") -> Rec
     if recognition is None:
         raise _not_recognised(source)
     where = f"{source} (recognised as {recognition.label})"
-    validate_state(dict(state), recognition.arch, source=where)
+    fit_state(dict(state), recognition.arch, source=where)
     return recognition
 
 
@@ -267,6 +337,8 @@ def _resolve(arch: dict[str, Any] | None, recognition: Recognition | None, sourc
         return recognition.arch
     if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
         raise CheckpointError(f"{source}: architecture must be {{name, kwargs}}: {arch!r}")
+    if is_external(arch["name"]):  # torchvision:, file:, export: take their kwargs as given
+        return {"name": arch["name"], "kwargs": dict(arch.get("kwargs") or {})}
     try:
         name, kwargs = resolve_arch(arch["name"], arch.get("kwargs") or {})
     except ValueError as err:
@@ -316,13 +388,12 @@ def open_research(
     arch = _resolve(arch, recognition, source)
     # Validated once, against the architecture finally used (a guess is named as such).
     tag = f" (recognised as {recognition.label})" if guessed else ""
-    for j, point in enumerate(states):
+    notes: dict[str, Any] = {}  # BN counters filled in (files of torch <= 0.4)
+    for j, point in enumerate(states):  # a model file's key prefixes are removed here
         where = source if kind == "model" else f"{source} (control point {j})"
-        validate_state(point, arch, source=where + tag)
-    info = obj if isinstance(obj, dict) else {}
-    meta = _research_meta(
-        path, kind, arch, info, {**(recognition.data if recognition else {}), **(data or {})}
-    )
+        states[j] = fit_state(point, arch, source=where + tag, strip=kind == "model", notes=notes)
+    data = {**(recognition.data if recognition else {}), **(data or {})}
+    meta = {**_research_meta(path, kind, arch, obj if isinstance(obj, dict) else {}, data), **notes}
     points, curve = _research_points(path, states, arch, meta)
     return ResearchFile(
         path=path,
@@ -386,19 +457,21 @@ def load_any(
     arch: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
     max_bytes: int = MAX_BYTES,
+    trust: bool = False,
 ) -> Checkpoint:
     """One checkpoint from any file a command accepts.
 
-    ``.safetensors`` files go through :func:`landscape.checkpoints.load_checkpoint`;
-    ``.pt``/``.pth`` model files through :func:`open_research` (architecture recognised when
+    ``.safetensors`` files (and, with ``trust``, ``.pt2`` exported programs) go through
+    :func:`landscape.checkpoints.load_checkpoint`; ``torch.save`` files (``.pt``, ``.pth``,
+    Lightning ``.ckpt``, ``.bin``) through :func:`open_research` (architecture recognised when
     not given). A curve file is refused with a pointer to the commands that take curves.
 
     Raises:
         CheckpointError: the specific problem.
     """
     path = Path(path)
-    if path.suffix.lower() not in (".pt", ".pth"):
-        return load_checkpoint(path, arch=arch, data=data, max_bytes=max_bytes)
+    if path.suffix.lower() not in TORCH_SUFFIXES:
+        return load_checkpoint(path, arch=arch, data=data, max_bytes=max_bytes, trust=trust)
     found = open_research(path, arch=arch, data=data, max_bytes=max_bytes)
     if found.kind == "curve":
         raise CheckpointError(
@@ -427,6 +500,6 @@ def export_research(found: ResearchFile, out: str | Path) -> dict[str, Path]:
     for role, ckpt in zip(files, found.points, strict=True):
         save_checkpoint(files[role], ckpt.state, ckpt.meta)
     assert found.curve is not None
-    cfg = CurveConfig(order=found.curve.order, epochs=0)
-    files["curve"] = save_curve(out / "curve.safetensors", found.curve, *found.points, cfg)
+    # A given curve: nothing was fitted, so no fitting settings are recorded.
+    files["curve"] = save_curve(out / "curve.safetensors", found.curve, *found.points, None)
     return files

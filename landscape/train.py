@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
-from landscape.data import Dataset, batches, load_dataset
+from landscape.data import Dataset, batches, load_dataset, source_meta
 from landscape.evaldata import small_model_threads
 from landscape.evaluate import evaluate_model
 from landscape.models import build_model, prunable_names
@@ -48,8 +48,10 @@ SCHEDULES = ("const", "paper")
 class TrainConfig:
     """Everything that determines a training run (stored in run.json and checkpoint metadata)."""
 
-    data: str = "digits"  # digits (bundled), mnist, cifar10, cifar100 (folder in data_root)
-    data_root: str | None = None  # folder with the mnist / cifar10 files
+    data: str = "digits"  # digits (bundled), or a source in data_root: landscape.data.DATASETS
+    data_root: str | None = None  # folder of the data set's files, or the .npz file
+    image_size: str | None = None  # imagefolder: resize to HxW, e.g. 32x32; None: the 1st image's
+    image_channels: int | None = None  # imagefolder: 1 grey or 3 RGB; None: the 1st image's
     split_seed: int = 0  # train/test split of digits
     normalize: str = "none"  # per-channel normalisation (landscape.data.NORMALIZATIONS)
     arch: str = "cnn"  # registry name in landscape.models
@@ -158,14 +160,23 @@ def _arch_meta(cfg: TrainConfig, data: Dataset) -> dict[str, Any]:
     return {"name": cfg.arch, "kwargs": kwargs}
 
 
-def _data_meta(cfg: TrainConfig) -> dict[str, Any]:
-    # "normalize" only when set, so runs without it keep their metadata as before.
+def _data_meta(cfg: TrainConfig, data: Dataset) -> dict[str, Any]:
+    # "normalize" only when set, so runs without it keep their metadata as before; npz and
+    # imagefolder also keep their (absolute) root and options, as the name alone says nothing.
     norm = {"normalize": cfg.normalize} if cfg.normalize != "none" else {}
-    return {"name": cfg.data, "split_seed": cfg.split_seed, **norm}
+    source = source_meta(cfg.data, cfg.data_root, data)
+    return {"name": source.pop("name"), "split_seed": cfg.split_seed, **norm, **source}
 
 
 def _dataset(cfg: TrainConfig) -> Dataset:
-    return load_dataset(cfg.data, root=cfg.data_root, seed=cfg.split_seed, normalize=cfg.normalize)
+    return load_dataset(
+        cfg.data,
+        root=cfg.data_root,
+        seed=cfg.split_seed,
+        normalize=cfg.normalize,
+        size=cfg.image_size,
+        channels=cfg.image_channels,
+    )
 
 
 def make_initial(cfg: TrainConfig, out: str | Path) -> Checkpoint:
@@ -174,7 +185,7 @@ def make_initial(cfg: TrainConfig, out: str | Path) -> Checkpoint:
     arch = _arch_meta(cfg, data)
     torch.manual_seed(cfg.seed)
     model = build_model(arch["name"], **arch["kwargs"])
-    meta = {"arch": arch, "data": _data_meta(cfg), "optimizer": None, "step": 0, "epoch": 0}
+    meta = {"arch": arch, "data": _data_meta(cfg, data), "optimizer": None, "step": 0, "epoch": 0}
     save_checkpoint(out, model, {**meta, "seed": cfg.seed, "metrics": {}})
     return load_checkpoint(out)
 
@@ -337,7 +348,7 @@ def train(cfg: TrainConfig, out: str | Path, *, progress: Progress | None = None
     at = {int(s) for s in np.linspace(0, total, cfg.snapshots)} if cfg.snapshots else set()
     out = Path(out)
     (out / "run.json").unlink(missing_ok=True)  # the folder holds no finished run until the end
-    meta_base = {"arch": arch, "data": _data_meta(cfg), "optimizer": _optimizer_meta(cfg)}
+    meta_base = {"arch": arch, "data": _data_meta(cfg, data), "optimizer": _optimizer_meta(cfg)}
     meta_base["seed"] = cfg.seed
     snap = _Snapshots(out, model, meta_base, steps_per_epoch, at)
     snap(0)

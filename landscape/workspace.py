@@ -27,13 +27,14 @@ from landscape.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from landscape.curves import BezierCurve, CurveConfig, save_curve
-from landscape.data import DATASETS, load_dataset
-from landscape.models import RESEARCH_ARCHS, build_model, prunable_names, resolve_arch
+from landscape.curves import BezierCurve, CurveConfig, runs_between, save_curve
+from landscape.models import build_model, prunable_names
 from landscape.params import sparsity
 from landscape.research import open_research
 from landscape.settings import MAX_UPLOAD_ENV, QUOTA_ENV, settings
 from landscape.store import Store, atomic_write, home
+from landscape.uploadmeta import check_data as _check_data
+from landscape.uploadmeta import upload_arch
 
 __all__ = [
     "DEFAULT_NAME",
@@ -62,7 +63,6 @@ _PACKAGED = Path(__file__).resolve().parent / "_checkpoints"  # inside an instal
 _CHECKOUT = Path(__file__).resolve().parent.parent / "checkpoints"  # a source tree (editable)
 DEFAULT_NAME = "default"
 UPLOAD_SUFFIXES = (".safetensors", ".pt", ".pth")
-RESEARCH_FAMILIES = frozenset(name for name, _ in RESEARCH_ARCHS.values())
 _MAX_NAME = 80  # study names are shown in a sidebar selector
 _MAX_LABEL = 120  # uploaded file names are display labels, shortened to this
 
@@ -273,33 +273,6 @@ def create_study(name: str, members: Sequence[Member], *, root: str | Path | Non
     return study
 
 
-def upload_arch(name: str, kwargs: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """Architecture metadata for a ``.pt``/``.pth`` upload, sized to its data set.
-
-    Like the training runs, ``in_shape`` and ``num_classes`` come from the data set unless the
-    user's ``kwargs`` set them.
-    """
-    if not isinstance(kwargs, dict):
-        raise ValueError(f"architecture arguments must be a JSON object, got {kwargs!r}")
-    name, kwargs = resolve_arch(name, kwargs)
-    if name in RESEARCH_FAMILIES:
-        # Built for 32x32 RGB; the classes are read off the file when it is opened.
-        return {"name": name, "kwargs": kwargs}
-    ds = load_dataset(data["name"], root=data.get("root"), seed=int(data.get("split_seed", 0)))
-    sized = {"in_shape": list(ds.input_shape), "num_classes": ds.num_classes}
-    return {"name": name, "kwargs": {**sized, **kwargs}}
-
-
-def _check_data(meta: dict[str, Any], filename: str) -> None:
-    data = meta.get("data")
-    if not isinstance(data, dict) or "name" not in data:
-        raise CheckpointError(f"{filename}: metadata names no data set; choose one")
-    if data["name"] not in DATASETS:
-        raise CheckpointError(
-            f"{filename}: unknown data set {data['name']!r}; known: {', '.join(DATASETS)}"
-        )
-
-
 def save_upload(
     source: bytes | str | Path,
     filename: str,
@@ -449,9 +422,11 @@ def _keep(ckpt: Checkpoint, label: str) -> tuple[Member, bool]:
 
 
 def imported_curves(a: Checkpoint, b: Checkpoint) -> list[Path]:
-    """Curve files uploaded from the research code that run from ``a`` to ``b``."""
+    """Uploaded research curve files from ``a`` to ``b``, matched by parameters, not buffers
+    (:func:`landscape.curves.runs_between`: model files' BN statistics differ from a curve's)."""
     folder = _uploads_dir() / "curves"
-    return sorted(folder.glob(f"{a.hash}-{b.hash}-*.safetensors")) if folder.is_dir() else []
+    paths = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    return [p for p in paths if runs_between(p, a, b)]
 
 
 def curve_label(path: str | Path) -> str:

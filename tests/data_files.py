@@ -101,3 +101,53 @@ def naive_cifar_images(data: np.ndarray) -> np.ndarray:
             c, r, col = k // 1024, (k % 1024) // 32, k % 32
             out[i, c, r, col] = data[i, k] / 255
     return out
+
+
+def make_npz(path: Path, *, layout: str = "first", n: int = 6, **extra: np.ndarray) -> dict:
+    """An .npz data set of (n, 3, 5, 4) images in `layout` first / last / uint8 / grey; 3 classes."""
+    rng = np.random.default_rng(2)
+    x = rng.random((2 * n, 3, 5, 4), dtype=np.float32)  # (N, C, H, W) in [0, 1)
+    if layout == "uint8":
+        x = rng.integers(0, 256, size=x.shape, dtype=np.uint8)
+    elif layout == "grey":
+        x = x[:, 0]  # (N, H, W)
+    y = np.arange(2 * n, dtype=np.int64) % 3
+    stored = x.transpose(0, 2, 3, 1) if layout == "last" else x  # (N, H, W, C)
+    arrays = {"x_train": stored[:n], "y_train": y[:n], "x_test": stored[n:], "y_test": y[n:]}
+    arrays = {**arrays, **extra}
+    np.savez(path, **arrays)
+    return {"x": x, "y": y, **arrays}
+
+
+def make_imagefolder(root: Path, sizes: dict[str, tuple[int, int]]) -> dict[str, list[int]]:
+    """PNGs under root/{train,test}/<class>/ of the given (W, H) sizes; class c is all c*80 grey.
+
+    Returns the labels per split in load order (class folders sorted by name, files by name).
+    """
+    from PIL import Image
+
+    labels: dict[str, list[int]] = {"train": [], "test": []}
+    for label, cls in enumerate(sorted(sizes)):
+        for split, count in (("train", 3), ("test", 2)):
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                Image.new("L", sizes[cls], color=label * 80).save(folder / f"{i}.png")
+            labels[split] += [label] * count
+    return labels
+
+
+def make_svhn(folder: Path, *, n: int = 4) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """train_32x32.mat / test_32x32.mat as SVHN writes them: X (32, 32, 3, N), y (N, 1) 1..10."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(3)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for split in ("train", "test"):
+        x = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
+        y = (np.arange(n) % 10 + 1).astype(np.uint8)[:, None]  # 10 is the digit 0
+        y[0] = 10
+        savemat(folder / f"{split}_32x32.mat", {"X": x, "y": y})
+        out[split] = (x, y)
+    return out

@@ -81,17 +81,21 @@ def test_upload_keeps_file_by_content_hash_once(home):
 
 
 def test_upload_pt_needs_architecture_and_gets_data_shape(home, tmp_path):
-    blob = _mlp_pt(tmp_path / "m.pt").read_bytes()
+    torch.save({"head.weight": torch.zeros(3, 4)}, tmp_path / "odd.pt")  # no known layout
     with pytest.raises(
-        CheckpointError, match=r"m\.pt: architecture not recognised from its keys .*; choose one"
+        CheckpointError, match=r"odd\.pt: architecture not recognised from its keys .*; choose one"
     ):
-        save_upload(blob, "m.pt", data={"name": "digits", "split_seed": 0})
+        save_upload((tmp_path / "odd.pt").read_bytes(), "odd.pt", data={"name": "digits"})
+    blob = _mlp_pt(tmp_path / "m.pt").read_bytes()
     arch = {"name": "mlp", "kwargs": {"in_shape": [1, 8, 8], "num_classes": 10}}
     up = save_upload(blob, "m.pt", arch=arch, data={"name": "digits", "split_seed": 0})
     ckpt = load_checkpoint(up.member.path)
     assert ckpt.arch == arch and ckpt.meta["data"]["name"] == "digits"
     want = torch.load(tmp_path / "m.pt", weights_only=True)
     assert all(torch.equal(ckpt.state[k], v) for k, v in want.items())
+    # landscape's own mlp is also recognised from its keys; the same weights are kept once
+    again = save_upload(blob, "m.pt", data={"name": "digits", "split_seed": 0})
+    assert not again.new and again.member.path == up.member.path
 
 
 @pytest.mark.parametrize(
@@ -406,7 +410,7 @@ def test_stored_results_are_drawn_and_widgets_rerender(computed, monkeypatch, pa
     at.session_state["curve_config"] = CurveConfig(epochs=1, points=3)  # the plane's curve
     button, values = COMPUTE_PAGES[page]
     at = _tiny(_page(at, page), values)
-    assert not at.info, [i.value for i in at.info]  # nothing is missing
+    assert not _notices(at), _notices(at)  # nothing is missing
     n = len(at.get("plotly_chart"))
     assert n == {"connectivity": 5, "plane": 1, "trajectories": 1, "directions": 3}[page]
     assert len(at.get("download_button")) >= 2 * n  # data and figure per chart
@@ -442,3 +446,126 @@ def test_study_with_a_missing_file_falls_back_to_default(home):
     assert not at.exception
     assert "names missing files" in at.sidebar.error[0].value
     assert at.title[0].value == "Overview: default"
+
+
+# --- compute flow, verdicts, links ---
+
+
+def _notices(at: AppTest) -> list[str]:
+    return [i.value for i in at.info if "Not computed yet" in i.value]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", list(COMPUTE_PAGES))
+def test_computed_result_replaces_its_notice_in_the_same_run(home, page):
+    at = _app()
+    at.session_state["curve_config"] = CurveConfig(epochs=1, points=3)  # the plane's curve
+    button, values = COMPUTE_PAGES[page]
+    at = _tiny(_page(at, page), values)
+    buttons = [button, "slices_compute"] if page == "directions" else [button]
+    for i, key in enumerate(buttons):
+        assert len(_notices(at)) == len(buttons) - i
+        at.button(key=key).click().run()
+        assert not at.exception and not at.error, [e.value for e in at.exception]
+        # No stale notice or button above the fresh charts: only the boxes still missing.
+        assert len(_notices(at)) == len(buttons) - i - 1, _notices(at)
+        assert not [b for b in at.button if b.key == key]
+        done = [c.value for c in at.caption if c.value.startswith("Computed ")]
+        assert done and "estimated about" in done[-1] and "on this machine" in done[-1]
+    assert at.get("plotly_chart")
+    # The job's wall time is stored next to its inputs; the calibration learnt it.
+    stored = [json.loads(p.read_text()) for p in (home / "results").rglob("*.json")]
+    data = [s["body"]["data"] for s in stored if "data" in s.get("body", {})]
+    assert data and all(d["wall_s"] > 0 and "inputs" in d for d in data)
+    assert (home / "results" / "calibration.json").exists()  # in the store's root
+
+
+def test_second_estimate_is_calibrated_on_the_first_job(home):
+    at = _tiny(_page(_app(), "connectivity"), {"curve_epochs": 1, "curve_points": 3})
+    assert "from a quick probe" in _notices(at)[0]
+    at.button(key="curve_compute").click().run()
+    at = _tiny(at, {"curve_points": 4})  # another curve: not stored yet
+    (notice,) = _notices(at)
+    assert "calibrated on 1 earlier jobs" in notice and " s on this machine" in notice
+
+
+def _verdict_texts(at: AppTest) -> str:
+    return " ".join(e.value for e in [*at.success, *at.info, *at.warning])
+
+
+def test_connectivity_verdicts_match_the_library(home):
+    verdicts = pytest.importorskip("landscape.verdicts")
+    from landscape.app import jobs, sidebar
+
+    at = _tiny(_page(_app(), "connectivity"), {"curve_epochs": 1, "curve_points": 3})
+    at.button(key="curve_compute").click().run()
+    assert not at.exception
+    study = default_study()
+    sel = sidebar.Selection(study, study.members[0], study.members[1], "cpu")
+    res = jobs.find(jobs.curve_job(sel, CurveConfig(epochs=1, points=3)))
+    shown = _verdict_texts(at)
+    for name in ("connectivity", "sparsity_along"):
+        out = getattr(verdicts, name)(res)
+        for v in out if isinstance(out, list) else [out]:
+            assert v.title in shown and v.sentence in shown
+
+
+def test_overview_says_how_test_accuracy_swings(home):
+    from landscape.app.ui import swings_text
+
+    hist = [
+        {"epoch": e, "lr": lr, "test_acc": a}
+        for e, lr, a in [(1, 0.1, 0.5), (2, 0.1, 0.1), (3, 0.05, 0.9), (4, 0.01, 0.95)]
+    ]
+    text = swings_text("grda", hist)
+    assert "dips to 0.100 (epoch 2, lr 0.1 of peak 0.1" in text and "final 0.950" in text
+    assert "no swings" in swings_text("sgd", [{"epoch": 1, "test_acc": 0.9}])
+    at = _app()  # the page's own text, from the default runs' run.json
+    swing = [m.value for m in at.markdown if "Test-accuracy swings" in m.value]
+    assert swing and "sgd:" in swing[0] and "grda:" in swing[0]
+    try:
+        import landscape.app.report  # noqa: F401
+    except ImportError:
+        return
+    assert at.get("download_button") and any(
+        b.proto.label == "Download report" for b in at.get("download_button")
+    )
+
+
+def test_link_opens_the_study_and_page_it_names(home):
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.query_params["page"] = "plane"
+    at.query_params["study"] = "default"
+    at.run()
+    assert not at.exception
+    assert at.title[0].value.startswith("Plane:")
+    assert at.query_params["page"] == "plane" and at.query_params["study"] == "default"
+    _page(at, "connectivity")
+    assert at.query_params["page"] == "connectivity"  # written on change
+
+
+@pytest.mark.slow
+def test_link_sets_the_controls(computed, monkeypatch):
+    monkeypatch.setenv("LANDSCAPE_HOME", str(computed))
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.query_params.update({"page": "trajectories", "metric": "test_acc"})
+    at.run()
+    _tiny(at, COMPUTE_PAGES["trajectories"][1])
+    assert at.selectbox(key="pca_metric").value == "test_acc"
+    at.selectbox(key="pca_metric").set_value("test_ece").run()
+    assert at.query_params["metric"] == "test_ece"
+
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.query_params.update({"page": "connectivity", "t": "1"})
+    at.session_state["curve_config"] = CurveConfig(epochs=1, points=3)
+    at.run()
+    _tiny(at, COMPUTE_PAGES["connectivity"][1])
+    assert at.select_slider(key="curve_t").value == 1.0
+
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.query_params.update({"page": "plane", "split": "test", "show": "error"})
+    at.session_state["curve_config"] = CurveConfig(epochs=1, points=3)
+    at.run()
+    _tiny(at, COMPUTE_PAGES["plane"][1])
+    assert at.radio(key="plane_split").value == "test"
+    assert at.radio(key="plane_quantity").value == "error"

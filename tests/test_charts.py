@@ -185,3 +185,138 @@ def test_plane_surface_hover_shows_the_second_metric():
     assert np.allclose(np.asarray(surface.z), np.log10(z))
     assert np.allclose(np.asarray(surface.customdata)[..., 1], acc)
     assert "test accuracy" in surface.hovertemplate and "beta" in surface.hovertemplate
+
+
+# --- one visual language: a colour per role, readable log axes, true plane geometry ---
+
+ROLE = charts.ROLE_COLORS
+
+
+def _color(trace) -> str | None:
+    """The colour a trace is drawn in: its bar/marker colour, else its line colour."""
+    if trace.type == "bar":
+        return trace.marker.color
+    line = getattr(trace, "line", None)
+    if line is not None and line.color is not None and "lines" in (trace.mode or ""):
+        return line.color
+    return trace.marker.color
+
+
+def _roles(fig) -> list[tuple[str, object]]:
+    return [(t.meta, _color(t)) for t in fig.data if t.meta]
+
+
+def _history():
+    keys = ("train_loss", "test_loss", "train_acc", "test_acc", "sparsity")
+    return [{"epoch": e, **dict.fromkeys(keys, 0.5 / e)} for e in (1, 2, 3)]
+
+
+def test_role_colours_are_distinct():
+    assert len(set(ROLE.values())) == len(ROLE)
+    assert {"dense", "sparse", "curve", "line", "bend", "random", "magnitude"} <= set(ROLE)
+
+
+def test_members_coloured_by_role_whatever_their_labels():
+    # A is dense (blue) and B sparse (red) even when named the other way round.
+    colors = charts.member_colors(["grda-run", "sgd-run", "third"], a="grda-run", b="sgd-run")
+    assert colors["grda-run"] == ROLE["dense"] and colors["sgd-run"] == ROLE["sparse"]
+    assert colors["third"] not in ROLE.values()
+    layers = {"grda-run": {"l1": 0.1}, "sgd-run": {"l1": 0.9}}
+    bars = charts.layer_sparsity_bars(layers, colors=colors)
+    assert [t.marker.color for t in bars.data] == [ROLE["dense"], ROLE["sparse"]]
+    curves = charts.training_curves({"x": _history(), "y": _history()})  # first A, second B
+    for t in curves.data:
+        assert t.line.color == (ROLE["dense"] if t.name.startswith("x ") else ROLE["sparse"])
+
+
+def test_every_trace_of_a_role_has_the_role_colour():
+    t = np.linspace(0, 1, 5)
+    figs = [
+        charts.path_metric(t, {"curve": t + 1, "line": 2 - t}, "train_loss", ends=("a", "b")),
+        charts.layer_values({"curve": [0.1], "line": [0.2]}, ["l1"], title="x"),
+        charts.eigenvalues(np.array([3.0, 1.0])),
+        charts.overlaps(
+            {
+                "pruning direction (B - A)": np.ones(2),
+                "random": np.ones(2),
+                "magnitude pruning": np.ones(2),
+            }
+        ),
+        charts.slices({"delta = B - A": (t, t), "top eigenvector": (t, t), "random": (t, t)}, "x"),
+        charts.pruning_frontier(
+            [
+                {"kind": k, "c": 0.1, "mu": 0.5, "seed": 0, "sparsity": 0.5, "test_acc": 0.9}
+                | {"pareto": False}
+                for k in ("grda", "magnitude")
+            ]
+        ),
+    ]
+    alpha, beta, z = _grid()
+    pts = np.array([[0.0, 0.0], [0.5, 1.0], [1.0, 0.0]])
+    figs.append(
+        charts_surfaces.plane_contour(
+            alpha, beta, z, metric="train_loss", points_xy=pts,
+            point_names=["sgd", "bend", "grda"], curve_xy=pts,
+        )
+    )  # fmt: skip
+    seen = set()
+    for fig in figs:
+        for role, color in _roles(fig):
+            assert color == ROLE[role], (fig.layout.title.text, role)
+            seen.add(role)
+    assert seen == {"dense", "sparse", "curve", "line", "bend", "random", "magnitude", "eigen"}
+    # Layer bars at t have no meta: their names carry the role.
+    layer = figs[1]
+    assert [b.marker.color for b in layer.data] == [ROLE["curve"], ROLE["line"]]
+
+
+def test_path_metric_marks_the_endpoints_in_role_colours():
+    t = np.linspace(0, 1, 5)
+    fig = charts.path_metric(t, {"curve": t + 1, "line": 2 - t}, "train_loss", ends=("a", "b"))
+    a, b = fig.data[-2:]
+    assert (a.name, a.x[0], a.y[0], a.marker.color) == ("a", 0.0, 1.0, ROLE["dense"])
+    assert (b.name, b.x[0], b.y[0], b.marker.color) == ("b", 1.0, 2.0, ROLE["sparse"])
+    assert a.marker.size >= 14 and "text" in a.mode
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(0.01, 2.5), (0.15, 0.18), (1e-5, 3.0), (0.3, 40.0)])
+def test_log_axes_label_only_1_2_5_steps(lo, hi):
+    t = np.linspace(0, 1, 20)
+    fig = charts.path_metric(t, {"curve": lo + (hi - lo) * t}, "train_loss", log_y=True)
+    axis = fig.layout.yaxis
+    assert axis.type == "log" and axis.tickvals and len(axis.tickvals) >= 2
+    assert list(axis.ticktext) == [f"{v:g}" for v in axis.tickvals]  # each tick says its value
+    assert list(axis.tickvals) == sorted(axis.tickvals)
+    assert all(lo / 1.01 <= v <= hi * 1.01 for v in axis.tickvals)
+    mantissas = {round(v / 10 ** np.floor(np.log10(v)), 6) for v in axis.tickvals}
+    if hi / lo > 1e4:  # wide: decades only
+        assert mantissas == {1.0}
+    elif hi / lo > 5:
+        assert mantissas <= {1.0, 2.0, 5.0}
+    curves = charts.training_curves({"sgd": _history()})
+    assert curves.layout.yaxis.type == "log" and curves.layout.yaxis.tickvals
+
+
+def test_plane_has_true_geometry_by_default_and_a_stretch_option():
+    alpha, beta, z = _grid()
+    fig = charts_surfaces.plane_contour(alpha, beta, z, metric="train_loss")
+    assert fig.layout.yaxis.scaleanchor == "x" and fig.layout.yaxis.scaleratio == 1
+    stretched = charts_surfaces.plane_contour(alpha, beta, z, metric="train_loss", equal_axes=False)
+    assert stretched.layout.yaxis.scaleanchor is None
+
+
+def test_legends_sit_below_the_plot_clear_of_colour_bars():
+    alpha, beta, z = _grid()
+    pts = np.array([[0.0, 0.0], [1.0, 0.0]])
+    for fig in (
+        charts_surfaces.plane_contour(alpha, beta, z, metric="train_loss", points_xy=pts,
+                                      point_names=["a", "b"]),
+        charts_surfaces.plane_surface(alpha, beta, z, metric="train_loss", points_xy=pts,
+                                      point_names=["a", "b"]),
+        charts.path_metric(np.linspace(0, 1, 3), {"curve": np.ones(3)}, "train_loss"),
+    ):  # fmt: skip
+        assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0
+    surface = charts_surfaces.plane_surface(
+        alpha, beta, z, metric="train_loss", points_xy=pts, point_names=["a", "b"]
+    )
+    assert list(surface.data[-1].marker.color) == [ROLE["dense"], ROLE["sparse"]]

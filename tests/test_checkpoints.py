@@ -338,9 +338,9 @@ def test_format_version(tmp_path, version, why):
 
 
 def test_unsupported_suffix(tmp_path):
-    path = tmp_path / "m.ckpt"
+    path = tmp_path / "m.npz"
     torch.save(_state(), path)
-    with pytest.raises(CheckpointError, match=r"unsupported file type '\.ckpt'"):
+    with pytest.raises(CheckpointError, match=r"unsupported file type '\.npz'"):
         load_checkpoint(path, arch=ARCH)
 
 

@@ -40,10 +40,11 @@ def test_info_pt_needs_architecture(tmp_path, capsys):
 
     from landscape.models import build_model
 
+    torch.save({"head.weight": torch.zeros(3, 4)}, tmp_path / "odd.pt")  # no known layout
+    assert main(["info", str(tmp_path / "odd.pt")]) == 2
+    assert "architecture" in capsys.readouterr().err
     sd = build_model("mlp", in_shape=(1, 8, 8), num_classes=10).state_dict()
     torch.save(sd, tmp_path / "m.pt")
-    assert main(["info", str(tmp_path / "m.pt")]) == 2
-    assert "architecture" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "m.pt"), "--arch", "mlp"]) == 0
 
 
@@ -165,3 +166,45 @@ def test_cli_curve_names_both_default_runs_distinctly(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("sgd/final (t=0) -> grda/final (t=1), order 2")
+
+
+def test_every_option_of_every_command_has_help():
+    import argparse
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [
+        f"{name} {a.option_strings or a.dest}"
+        for name, p in sub.choices.items()
+        for a in p._actions
+        if not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()
+    ]
+    assert missing == []
+    for name, p in sub.choices.items():  # every option says its default (or that it is required)
+        for a in p._actions:
+            if a.option_strings and not isinstance(a, argparse._HelpAction):
+                assert "default" in a.help or "required" in a.help, (name, a.option_strings)
+        p.format_help()  # no bad %-formatting
+
+
+def test_info_on_a_folder_names_a_checkpoint(capsys):
+    assert main(["info", str(REPO / "checkpoints" / "sgd")]) == 2
+    err = capsys.readouterr().err
+    assert "sgd is a folder: give a checkpoint file (e.g. " in err
+    assert "final.safetensors" in err and "no such file" not in err
+
+
+def test_unreadable_pt_does_not_leak_internal_errors(tmp_path, capsys):
+    (tmp_path / "a.pt").write_bytes(b"a")  # torch.load: IndexError "pop from empty list"
+    (tmp_path / "b.pt").write_bytes(b"garbage not a pickle\n")
+    for name in ("a.pt", "b.pt"):
+        assert main(["info", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert "pop from empty list" not in err and "truncated or garbage" in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_study_commands_print_verdicts(tmp_path, capsys):
+    a = REPO / "checkpoints" / "sgd" / "final.safetensors"
+    b = REPO / "checkpoints" / "grda" / "final.safetensors"
+    assert main(["hessian", str(a), "--direction-to", str(b), "--k", "2"]) == 0
+    assert "verdict: " in capsys.readouterr().out

@@ -134,3 +134,66 @@ def test_default_checkpoints_env_then_package_then_checkout(tmp_path, monkeypatc
     packaged.mkdir()
     assert default_checkpoints() == packaged
     assert ws.default_study().members[0].path == str(packaged / "sgd" / "final.safetensors")
+
+
+# --- calibration from this machine's earlier jobs ---
+
+
+def test_without_earlier_jobs_the_range_is_the_probe_halved_and_doubled(tmp_path):
+    from landscape.cost import calibration
+
+    cal = calibration(tmp_path, "curve")
+    assert cal.jobs == 0 and cal.apply(10.0) == (10.0, 5.0, 20.0)
+
+
+def test_calibration_is_the_ratio_of_earlier_jobs_of_the_kind(tmp_path):
+    from landscape.cost import calibration, record_timing
+
+    for est, actual in ((10.0, 3.0), (12.0, 3.6), (8.0, 2.4)):  # 3x overestimated, same size
+        record_timing(tmp_path, "plane", est, actual)
+    record_timing(tmp_path, "curve", 10.0, 30.0)  # another kind: its own ratio
+    cal = calibration(tmp_path, "plane")
+    assert cal.jobs == 3 and cal.ratio == pytest.approx(0.3)
+    mid, low, high = cal.apply(20.0)
+    assert mid == pytest.approx(6.0) and low == pytest.approx(6.0 / 1.25)
+    assert high == pytest.approx(6.0 * 1.25)  # noise floor of the range
+    assert calibration(tmp_path, "curve").ratio == pytest.approx(3.0)
+    assert calibration(tmp_path, "plane", device="cuda").jobs == 0  # per device
+
+
+def test_calibration_learns_a_set_up_time_from_jobs_of_different_sizes(tmp_path):
+    from landscape.cost import calibration, record_timing
+
+    for est in (1.0, 4.0, 16.0):  # actual = 0.5 * estimate + 2 s of set-up
+        record_timing(tmp_path, "pca", est, 0.5 * est + 2.0)
+    cal = calibration(tmp_path, "pca")
+    assert cal.ratio == pytest.approx(0.5) and cal.overhead == pytest.approx(2.0)
+    assert cal.apply(40.0)[0] == pytest.approx(22.0)
+
+
+def test_calibration_keeps_the_newest_and_survives_a_broken_file(tmp_path):
+    from landscape.cost import CALIBRATION_FILE, calibration, record_timing
+
+    (tmp_path / CALIBRATION_FILE).write_text("{broken")
+    assert calibration(tmp_path, "curve").jobs == 0
+    for i in range(30):
+        record_timing(tmp_path, "curve", 1.0, 2.0 if i >= 10 else 100.0)
+    cal = calibration(tmp_path, "curve")
+    assert cal.jobs == 20 and cal.ratio == pytest.approx(2.0)  # the 10 oldest dropped
+    record_timing(tmp_path, "curve", 0.0, 5.0)  # no estimate: nothing to learn
+    assert calibration(tmp_path, "curve").jobs == 20
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "text"),
+    [
+        (0.5, 2.0, "~0.5-2.0 s"),
+        (8.2, 12.4, "~8-12 s"),
+        (150, 300, "~2-5 min"),
+        (9000, 20000, "~2-6 h"),
+    ],
+)
+def test_range_text(low, high, text):
+    from landscape.cost import range_text
+
+    assert range_text(low, high) == text

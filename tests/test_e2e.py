@@ -64,7 +64,9 @@ def test_pages_upload_and_curve_in_the_browser(tmp_path):
         junk = {"name": "junk.safetensors", "mimeType": "application/octet-stream",
                 "buffer": b"\x00junk" * 20}  # fmt: skip
         _upload(page, junk, "junk.safetensors")
-        error = page.get_by_text("junk.safetensors: not a valid safetensors file: header of")  # absurd length
+        error = page.get_by_text(
+            "junk.safetensors: not a valid safetensors file: header of"
+        )  # absurd length
         error.wait_for()
         _upload(page, str(GRDA), "final.safetensors")
         page.get_by_text("Stored: final.safetensors").wait_for()

@@ -100,10 +100,15 @@ def test_recognize_families(arch, label, normalize):
 
 
 def test_unrecognised_layout_and_mismatch_errors(tmp_path):
-    mlp = build_model("mlp")
-    path = save(tmp_path / "mlp.pt", mlp.state_dict())
+    odd = save(tmp_path / "odd.pt", {"head.weight": torch.zeros(3, 4)})
     with pytest.raises(CheckpointError, match="not recognised"):
-        open_research(path)
+        open_research(odd)
+    # landscape's own mlp is recognised from its keys (and sized to digits).
+    path = save(tmp_path / "mlp.pt", build_model("mlp").state_dict())
+    assert open_research(path).arch == {
+        "name": "mlp",
+        "kwargs": {"in_shape": [1, 8, 8], "num_classes": 10},  # defaults left out, as in a run
+    }
     # With the architecture given, an unrecognised layout opens.
     found = open_research(path, arch={"name": "mlp", "kwargs": {}})
     assert found.arch["name"] == "mlp" and not found.recognized

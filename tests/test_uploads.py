@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from landscape.app import MAIN as APP_MAIN
+from landscape.checkpoints import load_checkpoint
 from landscape.cli import main as cli_main
 from landscape.deletion import delete_upload
 from landscape.workspace import (
@@ -189,3 +191,62 @@ def test_inspect_research_is_keyed_by_content_hash_not_bytes(tmp_path):
     first = sidebar.inspect_research(str(path), "d1", "c.pt")
     path.unlink()  # a second call with the same hash reads nothing
     assert sidebar.inspect_research(str(path), "d1", "c.pt") == first
+
+
+# --- issue 13: architectures from torchvision: and trusted model files ---
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "own_model"
+
+
+def test_upload_arch_takes_external_sources_and_refuses_untrusted_files(monkeypatch, tmp_path):
+    from landscape.workspace import upload_arch
+
+    digits = {"name": "digits", "split_seed": 0}
+    assert upload_arch("torchvision:resnet18", {"num_classes": 10}, digits) == {
+        "name": "torchvision:resnet18",
+        "kwargs": {"num_classes": 10},
+    }
+    spec = f"file:{EXAMPLE / 'model.py'}:SmallNet"
+    with pytest.raises(ValueError, match="not in a trusted folder"):
+        upload_arch(spec, {}, digits)
+    with pytest.raises(ValueError, match="--trust"):
+        upload_arch("export:0123", {}, digits)
+    monkeypatch.setenv("LANDSCAPE_MODEL_PATHS", str(EXAMPLE))
+    monkeypatch.chdir(EXAMPLE.parent)  # a relative spelling names the same file
+    assert upload_arch("file:own_model/model.py:SmallNet", {}, digits)["name"] == spec
+
+
+def test_page_uploads_a_state_dict_of_a_trusted_model_file(home, monkeypatch, tmp_path):
+    import torch
+
+    from landscape.models import build_model
+
+    monkeypatch.setenv("LANDSCAPE_MODEL_PATHS", str(EXAMPLE))
+    spec = f"file:{EXAMPLE / 'model.py'}:SmallNet"
+    torch.save(build_model(spec).state_dict(), tmp_path / "s.pt")
+    at = _app("upload")
+    at.file_uploader(key="upload_file").upload("s.pt", (tmp_path / "s.pt").read_bytes())
+    at.run()
+    assert any("not recognised" in i.value for i in at.info) and not at.error
+    at.radio(key="upload_arch_source").set_value("Model file (trusted)").run()
+    assert at.selectbox(key="upload_model_file").options == [spec]
+    at.button(key="upload_add").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Stored" in at.success[0].value and spec in at.success[0].value
+    assert len(list_uploads()) == 1
+
+
+def test_cli_study_new_and_the_old_form(home, capsys, tmp_path):
+    import torch
+
+    assert cli_main(["study", "new", "mine", str(SGD), str(GRDA)]) == 0
+    assert cli_main(["study", "old", str(SGD), str(GRDA)]) == 0
+    for name, path in (("a.pt", SGD), ("b.pt", GRDA)):  # bare state dicts: --arch and --data
+        torch.save(load_checkpoint(path).state, tmp_path / name)
+    arch = json.dumps(load_checkpoint(GRDA).arch["kwargs"])
+    pts = [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
+    argv = ["study", "new", "pt", *pts, "--arch", "cnn", "--arch-kwargs", arch]
+    assert cli_main([*argv, "--data", "digits"]) == 0
+    assert [m.label for m in get_study("pt").members] == ["a.pt", "b.pt"]
+    assert {s.name for s in list_studies()} >= {"mine", "old", "pt"}
+    assert cli_main(["study", "new", "lone", str(SGD)]) == 2

@@ -27,9 +27,85 @@ LABELS = {
     "sparsity_small": "sparsity (|w| < 1e-3)",
     "weight_norm": "weight norm",
 }
-PATH_COLORS = {"curve": "#d62728", "line": "#1f77b4"}  # Bezier curve red, straight line blue
+ROLE_COLORS = {  # one colour per role on every page and in every exported figure
+    "dense": "#1f77b4",  # A, the dense (SGD) minimum: blue
+    "sparse": "#d62728",  # B, the sparse (gRDA) minimum and the pruning direction: red
+    "curve": "#9467bd",  # the Bezier curve: purple
+    "line": "#ff7f0e",  # the straight line: orange
+    "bend": "#e7ba52",  # the curve's bend: gold
+    "random": "#7f7f7f",  # a random direction of equal norm (the baseline): grey
+    "magnitude": "#2ca02c",  # magnitude pruning: green
+    "eigen": "#8c564b",  # the top Hessian eigenvector: brown
+    "imported": "#17becf",  # a curve imported from the research code: cyan
+}
+OTHER_COLORS = ("#e377c2", "#bcbd22", "#393b79", "#637939")  # members beyond A and B
+_ROLE_NAMES = {  # role -> the series names the pages give it
+    "curve": ("curve", "fitted here"),
+    "line": ("line",),
+    "imported": ("imported curve",),
+    "bend": ("bend",),
+    "random": ("random",),
+    "sparse": ("pruning direction (B - A)", "delta = B - A", "gRDA"),
+    "eigen": ("top eigenvector",),
+    "magnitude": ("magnitude pruning", "magnitude-pruned SGD"),
+    "dense": ("SGD",),
+}
+NAME_ROLES = {name: role for role, names in _ROLE_NAMES.items() for name in names}
+PATH_COLORS = {name: ROLE_COLORS[role] for name, role in NAME_ROLES.items()}
 POINT_SYMBOLS = ("circle", "diamond", "square", "cross", "x", "star")
-LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
+LEGEND = {"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0}  # below: never on a colour bar
+LAYOUT = {
+    "template": "plotly_white",
+    "margin": {"l": 60, "r": 20, "t": 50, "b": 90},
+    "legend": LEGEND,
+}
+
+
+def member_roles(labels: Sequence[str], a: str, b: str) -> dict[str, str]:
+    """``{label: role}`` of a study's members: A is dense, B sparse, whatever their labels."""
+    return {name: "dense" if name == a else "sparse" if name == b else "" for name in labels}
+
+
+def member_colors(labels: Sequence[str], a: str | None = None, b: str | None = None) -> dict:
+    """``{label: colour}``: A (default: the first) blue, B (the second) red, others apart."""
+    a = labels[0] if a is None and labels else a
+    b = labels[1] if b is None and len(labels) > 1 else b
+    roles = member_roles(labels, a, b)
+    others = iter(OTHER_COLORS * (1 + len(labels) // len(OTHER_COLORS)))
+    return {n: ROLE_COLORS[r] if r else next(others) for n, r in roles.items()}
+
+
+def color_of(name: str, colors: Mapping[str, str] | None = None) -> str | None:
+    """A series' colour: given in ``colors``, else its role's by :data:`NAME_ROLES`."""
+    if colors and name in colors:
+        return colors[name]
+    role = NAME_ROLES.get(name)
+    return ROLE_COLORS[role] if role else None
+
+
+def role_marker(x: float, y: float, name: str, role: str, *, size: int = 16) -> dict:
+    """Arguments of a large labelled marker in a role's colour (an endpoint, the bend)."""
+    color = ROLE_COLORS[role]
+    return {
+        "x": [x], "y": [y], "mode": "markers+text", "name": name, "text": [name], "meta": role,
+        "textposition": "top center", "textfont": {"size": 15, "color": color},
+        "marker": {"size": size, "color": color, "line": {"color": "white", "width": 2}},
+        "hovertemplate": name + "<br>(%{x:.3f}, %{y:.3g})<extra></extra>",
+    }  # fmt: skip
+
+
+def log_ticks(values: Sequence[float] | np.ndarray) -> dict:
+    """Log-axis properties with labels at 1-2-5 steps (decades beyond three), no minor labels."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    lo, hi = (v.min(), v.max()) if v.size else (0.1, 1.0)
+    d0, d1 = int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi)))
+    steps = (1,) if d1 - d0 > 3 else (1, 2, 5)
+    ticks = [m * 10.0**d for d in range(d0, d1 + 1) for m in steps]
+    ticks = [t for t in ticks if lo / 1.001 <= t <= hi * 1.001]
+    if len(ticks) < 2:  # less than a 1-2-5 step: label both ends
+        ticks = sorted({*ticks, float(f"{lo:.2g}"), float(f"{hi:.2g}")})
+    return {"type": "log", "tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
 
 
 def label(metric: str) -> str:
@@ -41,19 +117,28 @@ def is_loss(metric: str) -> bool:
     return metric.endswith("_loss")
 
 
-def layer_sparsity_bars(layers: Mapping[str, Mapping[str, float]], *, title: str = "") -> go.Figure:
+def layer_sparsity_bars(
+    layers: Mapping[str, Mapping[str, float]],
+    *,
+    title: str = "",
+    colors: Mapping[str, str] | None = None,
+) -> go.Figure:
     """Grouped bars of per-layer sparsity, one group of bars per checkpoint.
 
     Args:
         layers: ``{checkpoint label: {layer name: fraction of zeros}}``.
         title: figure title.
+        colors: ``{label: colour}`` (default: by :data:`NAME_ROLES`, else
+            :func:`member_colors`: the first is A, the second B).
     """
+    given, default = colors or {}, member_colors(list(layers))
     fig = go.Figure()
     for name, per_layer in layers.items():
         fig.add_bar(
             name=name,
             x=list(per_layer),
             y=list(per_layer.values()),
+            marker_color=given.get(name) or color_of(name) or default[name],
             hovertemplate="%{x}<br>sparsity %{y:.3f}<extra>" + name + "</extra>",
         )
     fig.update_layout(
@@ -66,19 +151,25 @@ def layer_sparsity_bars(layers: Mapping[str, Mapping[str, float]], *, title: str
     return fig
 
 
-def training_curves(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> go.Figure:
+def training_curves(
+    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    *,
+    colors: Mapping[str, str] | None = None,
+) -> go.Figure:
     """Per-epoch loss, accuracy and sparsity of training runs, in three panels.
 
     Args:
         histories: ``{run label: run.json history}``, each entry with epoch, train_loss,
             train_acc, test_loss, test_acc, sparsity.
+        colors: ``{run label: colour}`` (default :func:`member_colors`: A blue, B red).
     """
+    colors = {**member_colors(list(histories)), **(colors or {})}
     fig = make_subplots(
         rows=1, cols=3, subplot_titles=("loss", "accuracy", "sparsity"), horizontal_spacing=0.08
     )
-    for i, (name, history) in enumerate(histories.items()):
+    for name, history in histories.items():
         epoch = [h["epoch"] for h in history]
-        color = f"hsl({(i * 137) % 360}, 60%, 45%)"
+        color = colors[name]
         for col, keys in ((1, ("train_loss", "test_loss")), (2, ("train_acc", "test_acc"))):
             for key in keys:
                 fig.add_scatter(
@@ -86,6 +177,7 @@ def training_curves(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> g
                     y=[h[key] for h in history],
                     name=f"{name} {label(key)}",
                     line={"color": color, "dash": "solid" if key.startswith("train") else "dot"},
+                    legendgroup=name,
                     row=1,
                     col=col,
                 )
@@ -94,14 +186,18 @@ def training_curves(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> g
             y=[h["sparsity"] for h in history],
             name=f"{name} sparsity",
             line={"color": color},
+            legendgroup=name,
             row=1,
             col=3,
         )
+    losses = [
+        h[k] for hist in histories.values() for h in hist for k in ("train_loss", "test_loss")
+    ]
     fig.update_xaxes(title_text="epoch")
-    fig.update_yaxes(title_text="cross-entropy", type="log", row=1, col=1)
+    fig.update_yaxes(title_text="cross-entropy", **log_ticks(losses), row=1, col=1)
     fig.update_yaxes(title_text="accuracy", row=1, col=2)
     fig.update_yaxes(title_text="fraction of zeros", range=[0, 1], row=1, col=3)
-    fig.update_layout(**LAYOUT, title="Training curves", height=380)
+    fig.update_layout(**LAYOUT, title="Training curves", height=420)
     return fig
 
 
@@ -112,6 +208,7 @@ def path_metric(
     *,
     log_y: bool = False,
     at: float | None = None,
+    ends: tuple[str, str] | None = None,
 ) -> go.Figure:
     """One metric along paths between the two checkpoints (t = 0 is A, t = 1 is B).
 
@@ -121,6 +218,7 @@ def path_metric(
         metric: metric key, for titles.
         log_y: logarithmic y axis (for losses).
         at: draw a vertical marker at this t.
+        ends: labels of A and B: large markers at t = 0 (dense) and t = 1 (sparse).
     """
     series = {name: (t, values) for name, values in paths.items()}
     fig = _metric_lines(
@@ -132,6 +230,10 @@ def path_metric(
         log_y=log_y,
         colors=PATH_COLORS,
     )
+    if ends is not None:
+        first = np.asarray(next(iter(paths.values())), dtype=float)
+        for name, role, i in ((ends[0], "dense", 0), (ends[1], "sparse", -1)):
+            fig.add_scatter(**role_marker(t[i], first[i], name, role))
     if at is not None:
         fig.add_vline(x=at, line={"dash": "dash", "color": "gray"})
     return fig
@@ -156,7 +258,8 @@ def _metric_lines(
             name=name,
             mode="lines+markers",
             marker={"size": 4},
-            line={"color": (colors or {}).get(name)},
+            line={"color": color_of(name, colors)},
+            meta=NAME_ROLES.get(name),
             hovertemplate=f"{var} = %{{x:.3f}}<br>"
             + label(metric)
             + " %{y:.4g}<extra>"
@@ -167,10 +270,14 @@ def _metric_lines(
         **LAYOUT,
         title=title,
         xaxis_title=xaxis_title,
-        yaxis={"title": label(metric), "type": "log" if log_y else "linear"},
-        height=360,
+        yaxis={"title": label(metric), **(_log_y(series) if log_y else {"type": "linear"})},
+        height=400,
     )
     return fig
+
+
+def _log_y(series: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict:
+    return log_ticks(np.concatenate([np.ravel(v) for _, v in series.values()]))
 
 
 def layer_values(
@@ -185,7 +292,7 @@ def layer_values(
     """
     fig = go.Figure()
     for name, vals in values.items():
-        fig.add_bar(name=name, x=list(layers), y=list(vals), marker_color=PATH_COLORS.get(name))
+        fig.add_bar(name=name, x=list(layers), y=list(vals), marker_color=color_of(name))
     fig.update_layout(
         **LAYOUT,
         title=title,
@@ -206,6 +313,8 @@ def eigenvalues(values: np.ndarray) -> go.Figure:
             y=values,
             hovertemplate="lambda_%{x} = %{y:.4g}<extra></extra>",
             name="eigenvalue",
+            marker_color=ROLE_COLORS["dense"],  # the Hessian at A
+            meta="dense",
         )
     )
     fig.update_layout(
@@ -219,12 +328,7 @@ def eigenvalues(values: np.ndarray) -> go.Figure:
 
 
 def overlaps(series: Mapping[str, np.ndarray]) -> go.Figure:
-    """|<v_i, d>| / |d| per eigenvector for several directions d, grouped bars.
-
-    Args:
-        series: ``{direction name: (k,) overlaps}``, e.g. pruning direction, random,
-            magnitude pruning.
-    """
+    """|<v_i, d>| / |d| per eigenvector, grouped bars of ``{direction name: (k,) overlaps}``."""
     fig = go.Figure()
     for name, vals in series.items():
         vals = np.asarray(vals, dtype=float)
@@ -232,6 +336,8 @@ def overlaps(series: Mapping[str, np.ndarray]) -> go.Figure:
             x=np.arange(1, len(vals) + 1),
             y=vals,
             name=name,
+            marker_color=color_of(name),
+            meta=NAME_ROLES.get(name),
             hovertemplate="v_%{x}: %{y:.4g}<extra>" + name + "</extra>",
         )
     fig.update_layout(
@@ -266,8 +372,8 @@ def slices(
 
 
 PRUNING_KINDS = {  # sweep table kind -> (legend name, colour, marker)
-    "grda": ("gRDA", "#636efa", "circle"),  # plotly's first two colours, as in the layer bars
-    "magnitude": ("magnitude-pruned SGD", "#ef553b", "diamond"),
+    "grda": ("gRDA", ROLE_COLORS["sparse"], "circle"),
+    "magnitude": ("magnitude-pruned SGD", ROLE_COLORS["magnitude"], "diamond"),
 }
 
 
@@ -290,6 +396,7 @@ def pruning_frontier(rows: Sequence[Mapping], *, selected: int | None = None) ->
             mode="markers",
             name=name,
             marker={"color": color, "symbol": symbol, "size": 10},
+            meta=NAME_ROLES[name],
             customdata=[[rows[i]["c"], rows[i]["mu"], rows[i]["seed"], i] for i in idx],
             hovertemplate="c = %{customdata[0]:g}, mu = %{customdata[1]:g}, "
             "seed %{customdata[2]}<br>sparsity %{x:.4f}<br>test accuracy %{y:.4f}"
@@ -327,10 +434,7 @@ def pruning_frontier(rows: Sequence[Mapping], *, selected: int | None = None) ->
 def mask_stability_curves(runs: Mapping[str, Mapping]) -> go.Figure:
     """Zero-mask stability over training: sparsity, overlap with the final mask, flips.
 
-    Args:
-        runs: ``{run label: MaskStability as a dict}`` (``dataclasses.asdict`` of
-            ``landscape.pruning.mask_stability``): epochs, sparsity, jaccard_final, flipped
-            (None at the first snapshot), settled_step, steps, tol.
+    ``runs``: ``{run label: asdict(landscape.pruning.mask_stability(...))}``.
     """
     fig = make_subplots(
         rows=1,
@@ -347,7 +451,8 @@ def mask_stability_curves(runs: Mapping[str, Mapping]) -> go.Figure:
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text="fraction of zeros", range=[0, 1], row=1, col=1)
     fig.update_yaxes(title_text="|Z ∩ Z_final| / |Z ∪ Z_final|", range=[0, 1.02], row=1, col=2)
-    fig.update_yaxes(title_text="fraction of weights", type="log", row=1, col=3)
+    flips = [f for ms in runs.values() for f in list(ms["flipped"])[1:] if f]
+    fig.update_yaxes(title_text="fraction of weights", **log_ticks(flips), row=1, col=3)
     fig.update_layout(**LAYOUT, title="Mask stability (Z: zero weights)", height=380)
     return fig
 

@@ -11,7 +11,22 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from landscape.app.charts import LAYOUT, PATH_COLORS, POINT_SYMBOLS, label
+from landscape.app.charts import (
+    LAYOUT,
+    POINT_SYMBOLS,
+    ROLE_COLORS,
+    label,
+    member_colors,
+    role_marker,
+)
+
+POINT_ROLES = {2: ("dense", "sparse"), 3: ("dense", "bend", "sparse")}  # A, (bend,) B
+
+
+def point_roles(n: int) -> tuple[str, ...]:
+    """Roles of a plane's marked points: A dense, the bend (or third point), B sparse."""
+    return POINT_ROLES.get(n, ("dense", "bend", "sparse", *("bend",) * max(n - 3, 0)))[:n]
+
 
 __all__ = ["pca_trajectories", "plane_contour", "plane_surface"]
 
@@ -28,26 +43,14 @@ def _overlay(
             y=curve_xy[:, 1],
             mode="lines",
             name="curve",
-            line={"color": PATH_COLORS["curve"], "width": 3},
+            meta="curve",
+            line={"color": ROLE_COLORS["curve"], "width": 3},
             hovertemplate="curve<br>(%{x:.3f}, %{y:.3f})<extra></extra>",
         )
     if points_xy is not None:
-        for i, (xy, name) in enumerate(zip(points_xy, point_names, strict=True)):
-            fig.add_scatter(
-                x=[xy[0]],
-                y=[xy[1]],
-                mode="markers+text",
-                name=name,
-                text=[name],
-                textposition="top center",
-                marker={
-                    "size": 13,
-                    "symbol": POINT_SYMBOLS[i % len(POINT_SYMBOLS)],
-                    "color": "white",
-                    "line": {"color": "black", "width": 2},
-                },
-                hovertemplate=name + "<br>(%{x:.3f}, %{y:.3f})<extra></extra>",
-            )
+        roles = point_roles(len(points_xy))
+        for xy, name, role in zip(points_xy, point_names, roles, strict=True):
+            fig.add_scatter(**role_marker(xy[0], xy[1], name, role))
 
 
 def _levels(z: np.ndarray, log_z: bool) -> np.ndarray:
@@ -106,8 +109,12 @@ def plane_contour(
     title: str = "",
     xaxis_title: str = "alpha",
     yaxis_title: str = "beta",
+    equal_axes: bool = True,
 ) -> go.Figure:
     """Contour map of a metric on a plane, with points and a curve drawn on it.
+
+    By default both axes have the same scale (true geometry: a bend 0.5 off a line of
+    length 8 looks that small); ``equal_axes=False`` stretches each axis to the frame.
 
     Args:
         alpha: (G,) x coordinates.
@@ -121,6 +128,7 @@ def plane_contour(
         curve_xy: (Q, 2) a path drawn as a line.
         log_z: colour by log10 of ``z``.
         title, xaxis_title, yaxis_title: texts.
+        equal_axes: one unit is as long on both axes (``yaxis.scaleanchor="x"``).
     """
     trace = _grid_trace(alpha, beta, z, metric, other, other_metric, log_z)
     fig = go.Figure(
@@ -130,10 +138,12 @@ def plane_contour(
     fig.update_layout(
         **LAYOUT,
         title=title or label(metric),
-        xaxis={"title": xaxis_title},  # not to scale: beta's range is often far smaller
-        yaxis={"title": yaxis_title},
-        height=560,
-        legend={"orientation": "h", "y": -0.15},
+        xaxis={"title": xaxis_title, "constrain": "domain"},
+        yaxis={
+            "title": yaxis_title,
+            **({"scaleanchor": "x", "scaleratio": 1} if equal_axes else {}),
+        },
+        height=600,
     )
     return fig
 
@@ -174,23 +184,27 @@ def plane_surface(
             z=_on_surface(alpha, beta, zz, curve_xy),
             mode="lines",
             name="curve",
-            line={"color": PATH_COLORS["curve"], "width": 6},
+            meta="curve",
+            line={"color": ROLE_COLORS["curve"], "width": 6},
         )
     if points_xy is not None:
+        roles = point_roles(len(points_xy))
+        colors = [ROLE_COLORS[r] for r in roles]
         fig.add_scatter3d(
             x=points_xy[:, 0],
             y=points_xy[:, 1],
             z=_on_surface(alpha, beta, zz, points_xy),
             mode="markers+text",
             text=list(point_names),
-            name="points",
-            marker={"size": 6, "color": "white", "line": {"color": "black", "width": 2}},
+            textfont={"size": 15, "color": colors},
+            name="A, bend, B",
+            marker={"size": 8, "color": colors, "line": {"color": "white", "width": 2}},
         )
     fig.update_layout(
         **LAYOUT,
         title=title or label(metric),
         scene={"xaxis_title": "alpha", "yaxis_title": "beta", "zaxis_title": ztitle},
-        height=620,
+        height=640,
     )
     return fig
 
@@ -203,7 +217,8 @@ def _trajectories(
     residual: np.ndarray,
     runs: Sequence[str],
 ) -> None:
-    """One line of projected snapshots per run, with epoch and residual on hover."""
+    """One line of projected snapshots per run (A blue, B red), epoch and residual on hover."""
+    colors = member_colors(list(runs))
     for r, name in enumerate(runs):
         sel = np.asarray(run_index) == r
         fig.add_scatter(
@@ -213,7 +228,8 @@ def _trajectories(
             name=name,
             customdata=np.stack([epoch[sel], residual[sel]], axis=1),  # (snapshots, 2)
             marker={"size": 9, "symbol": POINT_SYMBOLS[r % len(POINT_SYMBOLS)]},
-            line={"width": 2},
+            line={"width": 3, "color": colors[name]},
+            meta=("dense", "sparse")[r] if r < 2 else None,
             hovertemplate=(
                 name
                 + "<br>epoch %{customdata[0]:.1f}<br>(%{x:.3f}, %{y:.3f})"
@@ -269,7 +285,6 @@ def pca_trajectories(
         title="Training trajectories on their PCA plane",
         xaxis={"title": f"PC1 ({100 * ev[0]:.1f}% of variance)"},
         yaxis={"title": f"PC2 ({100 * ev[1]:.1f}% of variance)"},
-        height=560,
-        legend={"orientation": "h", "y": -0.15},
+        height=600,
     )
     return fig

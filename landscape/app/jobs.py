@@ -9,6 +9,7 @@ seconds with rates measured once per checkpoint and device (cached here).
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +43,7 @@ class Job:
             from ``resolve(job)``; None when a prerequisite is missing (nothing to look up).
         cost: what it costs when nothing is stored.
         needs: jobs whose results ``inputs`` builds on (computed first when missing).
+        member: the checkpoint whose architecture and data the rates are measured on.
     """
 
     title: str
@@ -50,6 +52,11 @@ class Job:
     inputs: Callable[[Resolve], Any]
     cost: Cost
     needs: tuple[Job, ...] = ()
+    member: Member | None = None
+
+    @property
+    def device(self) -> str:
+        return getattr(self.config, "device", "cpu")
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,24 @@ class Jobs:
     @property
     def needs(self) -> tuple[Job, ...]:
         return tuple(n for j in self.parts.values() for n in j.needs)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a job will take here: counted passes and calibrated seconds with their range."""
+
+    passes: float
+    seconds: float
+    low: float
+    high: float
+    jobs: int  # earlier jobs the calibration is made of (0: the probe alone)
+
+    def text(self) -> str:
+        how = f"calibrated on {self.jobs} earlier jobs" if self.jobs else "from a quick probe"
+        return (
+            f"about {self.passes:,.0f} forward passes over the training data "
+            f"({costs.range_text(self.low, self.high)} on this machine, {how})"
+        )
 
 
 def store() -> Store:
@@ -105,7 +130,11 @@ def find(job: Job | Jobs) -> Any | None:
 
 
 def compute(job: Job | Jobs, progress: Progress | None) -> Any:
-    """Run the job and what it needs (the store's lock makes two tabs compute it once)."""
+    """Run the job and what it needs (the store's lock makes two tabs compute it once).
+
+    A job that actually ran records its estimate and wall time in the store's calibration
+    (``landscape.cost.record_timing``), so later estimates of its kind follow this machine.
+    """
     if isinstance(job, Jobs):
         return {name: compute(j, progress) for name, j in job.parts.items()}
 
@@ -113,17 +142,33 @@ def compute(job: Job | Jobs, progress: Progress | None) -> Any:
         return compute(need, progress)
 
     inputs = job.inputs(resolve)
-    return base.run(job.kind, job.config, inputs, store=store(), progress=progress)
+    missing = job.member is not None and _find_one(job) is None
+    raw = _probe_seconds(job) if missing else 0.0
+    start = time.perf_counter()
+    out = base.run(job.kind, job.config, inputs, store=store(), progress=progress)
+    if missing:
+        wall = time.perf_counter() - start
+        costs.record_timing(store().root, job.kind.name, raw, wall, device=job.device)
+    return out
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
+RATES_TTL_S = 120  # a shared machine's load changes: probe again after this long
+
+
+@st.cache_resource(show_spinner=False, max_entries=16, ttl=RATES_TTL_S)
 def _rates(path: str, mtime_ns: int, device: str, _member: Member) -> Rates:
     return costs.measure_rates(checkpoint(_member), device=device)
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=16, ttl=RATES_TTL_S)
 def _hvp_seconds(path: str, mtime_ns: int, device: str, samples: int, _member: Member) -> float:
     return costs.measure_hvp(checkpoint(_member), samples, device=device)
+
+
+def reprobe() -> None:
+    """Forget the measured rates: the next estimate probes this machine again."""
+    _rates.clear()
+    _hvp_seconds.clear()
 
 
 def rates(member: Member, device: str) -> Rates:
@@ -146,6 +191,43 @@ def estimate(cost: Cost, member: Member, device: str) -> tuple[float, float]:
     return costs.estimate(cost, rates(member, device), hvp_seconds=hvp)
 
 
+def _probe_seconds(job: Job) -> float:
+    """The uncalibrated seconds of one job's own work from a fresh probe (not the cached one):
+    timed under the same load as the job, so the calibration's ratio is free of it."""
+    ckpt = checkpoint(job.member)
+    rates_now = costs.measure_rates(ckpt, device=job.device)
+    hvp = None
+    if job.cost.hvps:
+        hvp = costs.measure_hvp(ckpt, job.cost.hvp_samples, device=job.device)
+    return costs.estimate(job.cost, rates_now, hvp_seconds=hvp)[1]
+
+
+def _todo(job: Job | Jobs) -> list[Job]:
+    """The single jobs a compute would run: missing prerequisites first, then the parts."""
+    parts = list(job.parts.values()) if isinstance(job, Jobs) else [job]
+    needs: list[Job] = []
+    for n in (n for p in parts for n in p.needs):
+        if n not in needs and find(n) is None:
+            needs.append(n)
+    return [*needs, *parts]
+
+
+def job_estimate(job: Job | Jobs) -> Estimate:
+    """The job's time here: each kind's probe estimate times that kind's calibration."""
+    passes = seconds = low = high = 0.0
+    jobs_seen = None
+    root = store().root
+    for one in _todo(job):
+        if one.member is None:
+            continue
+        p, raw = estimate(one.cost, one.member, one.device)
+        cal = costs.calibration(root, one.kind.name, device=one.device)
+        mid, lo, hi = cal.apply(raw)
+        passes, seconds, low, high = passes + p, seconds + mid, low + lo, high + hi
+        jobs_seen = cal.jobs if jobs_seen is None else min(jobs_seen, cal.jobs)
+    return Estimate(passes, seconds, low, high, jobs_seen or 0)
+
+
 def estimate_text(cost: Cost, member: Member, device: str) -> str:
     """What a cost amounts to, in words: passes and the time on this machine."""
     passes, seconds = estimate(cost, member, device)
@@ -153,13 +235,9 @@ def estimate_text(cost: Cost, member: Member, device: str) -> str:
     return f"about {passes:,.0f} forward passes over the training data ({when} on this machine)"
 
 
-def cost_text(job: Job | Jobs, member: Member, device: str) -> str:
+def cost_text(job: Job | Jobs) -> str:
     """What a job costs: its own work and that of its missing prerequisites, and the time."""
-    cost = job.cost
-    for need in job.needs:
-        if find(need) is None:
-            cost = cost + need.cost
-    return estimate_text(cost, member, device)
+    return job_estimate(job).text()
 
 
 def _named(member: Member) -> Checkpoint:
@@ -179,7 +257,7 @@ def curve_job(sel: Selection, cfg: CurveConfig, imported: Path | None = None) ->
         return curve.CurveInputs(a, b, given)
 
     title = "the imported curve" if imported is not None else "the curve"
-    return Job(title, curve.KIND, cfg, inputs, costs.curve_cost(cfg))
+    return Job(title, curve.KIND, cfg, inputs, costs.curve_cost(cfg), member=sel.a)
 
 
 def plane_job(
@@ -198,15 +276,17 @@ def plane_job(
         a, b = _named(sel.a), _named(sel.b)
         return plane.PlaneInputs(a, b, load_curve(fitted.curve_file, a, b))
 
-    return Job("the plane", plane.KIND, cfg, inputs, costs.grid_cost(cfg), needs=(fit,))
+    return Job(
+        "the plane", plane.KIND, cfg, inputs, costs.grid_cost(cfg), needs=(fit,), member=sel.a
+    )
 
 
 def pca_job(runs: list[Member], cfg: pca.PCAConfig) -> Job:
     """The PCA plane of the members' training trajectories (run folders)."""
     folders = tuple(Path(m.run_dir) for m in runs)
-    return Job(
-        "the PCA plane", pca.KIND, cfg, lambda _r: pca.PCAInputs(folders), costs.grid_cost(cfg)
-    )
+    inputs = lambda _r: pca.PCAInputs(folders)  # noqa: E731
+    cost = costs.grid_cost(cfg)
+    return Job("the PCA plane", pca.KIND, cfg, inputs, cost, member=runs[0] if runs else None)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -230,9 +310,8 @@ def hessian_job(sel: Selection, cfg: hessian.HessianConfig) -> Job:
             raise error
         return hessian.HessianInputs(_named(sel.a), _named(sel.b))
 
-    return Job(
-        "the Hessian eigenvectors", hessian.KIND, cfg, inputs, costs.hessian_cost(cfg, n_train)
-    )
+    cost = costs.hessian_cost(cfg, n_train)
+    return Job("the Hessian eigenvectors", hessian.KIND, cfg, inputs, cost, member=sel.a)
 
 
 def slices_job(sel: Selection, cfg: slices.SliceConfig) -> Jobs:
@@ -251,5 +330,5 @@ def slices_job(sel: Selection, cfg: slices.SliceConfig) -> Jobs:
         dcfg = replace(cfg, direction=d, span=None)
         cost = costs.grid_cost(dcfg, points=dcfg.points)
         needs = (eigen,) if d == "eigen" else ()
-        parts[d] = Job(f"the {d} slice", slices.KIND, dcfg, inputs, cost, needs)
+        parts[d] = Job(f"the {d} slice", slices.KIND, dcfg, inputs, cost, needs, sel.a)
     return Jobs("the 1D slices", parts)

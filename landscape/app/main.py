@@ -39,7 +39,15 @@ def run() -> None:
         for i, (stem, title, icon) in enumerate(PAGES)
     ]
     page = st.navigation(pages)
+    stem = {title: stem for stem, title, _ in PAGES}[page.title]
+    linked = st.query_params.get("page")
+    first = not st.session_state.get(sidebar.URL_READ_KEY)
     sel = st.session_state["selection"] = sidebar.sidebar()
+    st.session_state[sidebar.URL_READ_KEY] = True
+    if first and linked in {s for s, _, _ in PAGES} and linked != stem:
+        st.switch_page(page_path(linked), query_params=st.query_params.to_dict())  # the link's
+    if st.query_params.get("page") != stem:
+        st.query_params["page"] = stem
     try:
         page.run()
     except CheckpointError as err:

@@ -38,6 +38,7 @@ from landscape.workspace import imported_curves as workspace_imported_curves
 STUDY_KEY = "study"  # session-state key of the selected study's name
 PENDING_STUDY_KEY = "pending_study"  # set by the Upload page; applied before the selector
 DEVICE_KEY = "device"
+URL_READ_KEY = "url_read"  # session state: the link's query parameters were applied
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,9 @@ def sidebar() -> Selection:
     if error:
         st.sidebar.error(error)
     names = [s.name for s in all_studies]
+    if not st.session_state.get(URL_READ_KEY):  # a shared link names the study (first run only)
+        if st.query_params.get("study") in names:
+            st.session_state[STUDY_KEY] = st.query_params["study"]
     if st.session_state.get(PENDING_STUDY_KEY) in names:
         st.session_state[STUDY_KEY] = st.session_state.pop(PENDING_STUDY_KEY)
     if st.session_state.get(STUDY_KEY) not in names:
@@ -132,6 +136,8 @@ def sidebar() -> Selection:
     else:
         st.sidebar.caption(f"A = {labels[0]}, B = {labels[1]}")
     device = st.sidebar.selectbox("Device", devices(), key=DEVICE_KEY)
+    if st.query_params.get("study") != study.name:
+        st.query_params["study"] = study.name  # the link to this view names its study
     return Selection(study, study.members[a], study.members[b], device)
 
 

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from landscape.checkpoints import CheckpointError
-from landscape.cli import runs, studies
+from landscape.cli import manage, report, runs, studies
 from landscape.data import DataError
 
 __all__ = ["build_parser", "main"]
@@ -21,7 +21,7 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="landscape", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (*runs.COMMANDS, *studies.COMMANDS):
+    for add in (*runs.COMMANDS, *manage.COMMANDS, *studies.COMMANDS, *report.COMMANDS):
         add(sub)
     return parser
 

@@ -9,16 +9,20 @@ import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
+from landscape import verdicts
+from landscape.checkpoints import TORCH_SUFFIXES
 from landscape.cli.options import add_config, config_from, field_help
+from landscape.cli.text import print_checkpoint, print_metrics, print_research
 from landscape.data import DATASETS, NORMALIZATIONS
 from landscape.models import MODELS, RESEARCH_ARCHS
 from landscape.progress import terminal_progress
 from landscape.research import export_research, load_any, open_research
+from landscape.sources import EXPORT, is_external, trust_command_line
 from landscape.store import Store, atomic_write
 from landscape.studies import masks, prune, run
 from landscape.studies.sweep import SweepConfig
 from landscape.train import OPTIMIZERS, SCHEDULES, TrainConfig, make_initial, train
-from landscape.workspace import default_checkpoints, summarize
+from landscape.workspace import default_checkpoints
 
 __all__ = ["COMMANDS", "make_defaults"]
 
@@ -45,31 +49,30 @@ _TRAIN_CHOICES = {
 def _add_train_options(p: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
     """The TrainConfig options (defaults and help from the dataclass) and --arch-kwargs."""
     add_config(p, TrainConfig, skip=skip, choices=_TRAIN_CHOICES)
-    p.add_argument("--arch-kwargs", type=_json_dict, default={}, help='JSON, e.g. {"hidden": 32}')
+    _kwargs_option(p, '{"hidden": 32}')
+
+
+def _kwargs_option(p: argparse.ArgumentParser, example: str) -> None:
+    help_text = f"architecture arguments as JSON, e.g. {example} (default: {{}})"
+    p.add_argument("--arch-kwargs", type=_json_dict, default={}, help=help_text)
 
 
 def _config_from(args: argparse.Namespace, **overrides) -> TrainConfig:
     return config_from(args, TrainConfig, **overrides)
 
 
-def _print_metrics(title: str, metrics: dict) -> None:
-    print(title)
-    for k, v in metrics.items():
-        print(f"  {k:<16} {v:.4f}" if isinstance(v, float) else f"  {k:<16} {v}")
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     cfg = _config_from(args)
     with terminal_progress("train") as progress:
         run = train(cfg, args.out, progress=progress)
-    _print_metrics(f"run written to {run.path}", run.record["metrics"])
+    print_metrics(f"run written to {run.path}", run.record["metrics"])
     return 0
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train SGD / gRDA / gRDAM with trajectory snapshots")
     _add_train_options(p)
-    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--out", required=True, help="run folder to write (required)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -103,75 +106,81 @@ def make_defaults(out: Path, *, epochs: int | None = None) -> dict[str, dict]:
 def _cmd_defaults(args: argparse.Namespace) -> int:
     records = make_defaults(Path(args.out), epochs=args.epochs)
     for name, rec in records.items():
-        _print_metrics(f"{name}: {rec['wall_time_s']:.1f} s", rec["metrics"])
+        print_metrics(f"{name}: {rec['wall_time_s']:.1f} s", rec["metrics"])
     return 0
 
 
 def _add_defaults(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("defaults", help="regenerate the bundled default digits runs")
-    p.add_argument("--out", default=str(default_checkpoints()))
-    p.add_argument("--epochs", type=int, default=None, help="shorten (for tests)")
+    p.add_argument(
+        "--out", default=str(default_checkpoints()),
+        help="folder for init.safetensors, sgd/ and grda/ (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--epochs", type=int, default=None,
+        help=f"epochs of each run, to shorten them (default: {DEFAULT_COMMON['epochs']})",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_defaults)
 
 
 ARCH_CHOICES = sorted(MODELS) + sorted(RESEARCH_ARCHS)  # registry names, research-code names
 
 
+def _arch_name(text: str) -> str:
+    if text in ARCH_CHOICES or is_external(text) and not text.startswith(EXPORT):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown architecture {text!r} (see --help)")
+
+
 def _arch_option(args: argparse.Namespace) -> dict | None:
+    trust_command_line(args.arch, args.model_path)  # the user's own files and folders
     return {"name": args.arch, "kwargs": args.arch_kwargs} if args.arch else None
 
 
 def _add_arch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--arch", choices=ARCH_CHOICES, help="architecture of a .pt/.pth file (default: recognised)"
+        "--arch",
+        type=_arch_name,
+        metavar="ARCH",
+        help="architecture of a state dict: a registry or research name, torchvision:<name> "
+        "(landscape[zoo]) or file:<path.py>:<callable> (default: recognised from its keys)",
     )
-    p.add_argument("--arch-kwargs", type=_json_dict, default={}, help='JSON, e.g. {"depth": 16}')
-
-
-def _print_checkpoint(ckpt) -> None:
-    summary = summarize(ckpt)
-    print(f"hash          {ckpt.hash}")
-    for key in ("arch", "data", "optimizer", "step", "epoch", "seed", "source"):
-        if key in ckpt.meta:
-            print(f"{key:<13} {json.dumps(ckpt.meta.get(key))}")
-    print(f"parameters    {summary.n_params}")
-    print(
-        f"sparsity      {summary.sparsity:.4f} exactly zero, "
-        f"{summary.sparsity_small:.4f} below 1e-3"
+    _kwargs_option(p, '{"depth": 16}')
+    p.add_argument(
+        "--model-path", action="append", help="trust the model files in this folder (default: none)"
     )
-    for name, frac in summary.layer_sparsity.items():
-        print(f"  {name:<30} {frac:.4f}")
-    _print_metrics("metrics", ckpt.meta.get("metrics") or {})
 
 
-def _print_research(found) -> None:
-    how = "recognised from its keys" if found.recognized else "as given"
-    label = f" ({found.label})" if found.label else ""
-    print(f"file          {found.path}")
-    print(f"kind          {found.kind} (.pt/.pth)")
-    print(f"architecture  {found.arch['name']}{label} {json.dumps(found.arch['kwargs'])}, {how}")
-    if found.kind == "curve":
-        print(f"curve         Bezier, order {found.curve.order} ({found.curve.order - 1} bends)")
-    for ckpt in found.points:
-        if found.kind == "curve":
-            print(f"-- {ckpt.name}")
-        _print_checkpoint(ckpt)
+def _not_a_folder(path: Path) -> None:
+    """ValueError naming a checkpoint inside ``path`` when it is a folder (run folders too)."""
+    if not path.is_dir():
+        return
+    inside = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.pt"))
+    example = path / "final.safetensors" if (path / "final.safetensors").exists() else None
+    example = example or (inside[0] if inside else path / "final.safetensors")
+    raise ValueError(f"{path} is a folder: give a checkpoint file (e.g. {example})")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    if Path(args.checkpoint).suffix.lower() in (".pt", ".pth"):
-        _print_research(open_research(args.checkpoint, arch=_arch_option(args)))
+    _not_a_folder(Path(args.checkpoint))
+    if Path(args.checkpoint).suffix.lower() in TORCH_SUFFIXES:
+        print_research(open_research(args.checkpoint, arch=_arch_option(args)))
         return 0
-    ckpt = load_any(args.checkpoint, arch=_arch_option(args))
+    ckpt = load_any(args.checkpoint, arch=_arch_option(args), trust=args.trust)
     print(f"file          {ckpt.path}")
-    _print_checkpoint(ckpt)
+    print_checkpoint(ckpt)
     return 0
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="metadata, metrics, parameter count and sparsity")
-    p.add_argument("checkpoint", help=".safetensors, or a .pt/.pth model or curve file")
+    p.add_argument(
+        "checkpoint", help=".safetensors, a .pt/.pth/.ckpt/.bin model or curve file, or .pt2"
+    )
     _add_arch_options(p)
+    p.add_argument(
+        "--trust", action="store_true", help="open .pt2 (loading it can run code; default: off)"
+    )
     p.set_defaults(func=_cmd_info)
 
 
@@ -188,7 +197,7 @@ def _data_option(args: argparse.Namespace) -> dict | None:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     found = open_research(args.file, arch=_arch_option(args), data=_data_option(args))
-    _print_research(found)
+    print_research(found)
     files = export_research(found, args.out)
     print("written: " + ", ".join(str(f) for f in files.values()))
     if found.kind == "curve":
@@ -202,12 +211,22 @@ def _cmd_import(args: argparse.Namespace) -> int:
 def _add_import(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("import", help="convert a model or curve file of the mode-connectivity code")
     p.add_argument("file", help=".pt/.pth file (torch.save of model_state/optimizer_state)")
-    p.add_argument("--out", required=True, help="folder for model.safetensors or start/end/curve")
+    p.add_argument(
+        "--out", required=True, help="folder for model.safetensors or start/end/curve (required)"
+    )
     _add_arch_options(p)
-    p.add_argument("--data", choices=DATASETS, default=None, help="default: as recognised")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--normalize", choices=sorted(NORMALIZATIONS), default=None)
-    p.add_argument("--data-root", help="folder with the data set's files (kept in the metadata)")
+    p.add_argument(
+        "--data", choices=DATASETS, default=None, help="data set (default: as recognised)"
+    )
+    p.add_argument("--split-seed", type=int, default=0, help="train/test split seed (default: 0)")
+    p.add_argument(
+        "--normalize", choices=sorted(NORMALIZATIONS), default=None,
+        help="input normalisation (default: as recognised)",
+    )  # fmt: skip
+    p.add_argument(
+        "--data-root",
+        help="folder with the data set's files, kept in the metadata (default: none)",
+    )
     p.set_defaults(func=_cmd_import)
 
 
@@ -219,7 +238,7 @@ def _cmd_app(args: argparse.Namespace) -> int:
 
 def _add_app(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("app", help="start the dashboard (http://localhost:8501)")
-    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--port", type=int, default=8501, help="port to serve on (default: 8501)")
     p.set_defaults(func=_cmd_app)
 
 
@@ -260,6 +279,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             f"{r['test_acc']:>9.4f}  {'*' if r['pareto'] else ''}"
         )
     print(f"trained {result.trained} runs, reused {result.reused}; table in {result.path}")
+    if any(r["kind"] != "grda" for r in result.rows):
+        n_test, epochs = verdicts.sweep_facts(result)
+        found = verdicts.pruning(result, n_test=n_test, epochs=epochs)
+        print(f"verdict: {found.title}. {found.sentence}")
     return 0
 
 
@@ -269,15 +292,22 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     _add_train_options(p, skip=("c", "mu", "optimizer"))
     add_config(p, SweepConfig, choices={"scope": ("global", "layer")})
     helps, d = field_help(SweepConfig), SweepConfig()
-    p.add_argument("--c", type=_floats, required=True, help=f"{helps['c']}, e.g. 0.001,0.002")
-    p.add_argument("--mu", type=_floats, required=True, help=f"{helps['mu']}, e.g. 0.51,0.7")
-    p.add_argument("--seeds", type=_ints, default=d.seeds, help=f"{helps['seeds']}, e.g. 0,1")
-    p.add_argument("--out", required=True, help="sweep folder (resumed if it exists)")
+    p.add_argument(
+        "--c", type=_floats, required=True, help=f"{helps['c']}, e.g. 0.001,0.002 (required)"
+    )
+    p.add_argument(
+        "--mu", type=_floats, required=True, help=f"{helps['mu']}, e.g. 0.51,0.7 (required)"
+    )
+    p.add_argument(
+        "--seeds", type=_ints, default=d.seeds,
+        help=f"{helps['seeds']}, e.g. 0,1 (default: {','.join(map(str, d.seeds))})",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, help="sweep folder, resumed if it exists (required)")
     p.set_defaults(func=_cmd_sweep)
 
 
 def _store_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", default=None, help="result folder (default $LANDSCAPE_HOME)")
+    p.add_argument("--store", default=None, help="result folder (default: $LANDSCAPE_HOME)")
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
@@ -291,17 +321,19 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         res = prune.prune(cfg, inputs, store=store, progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, Path(res.path).read_bytes())
-    _print_metrics(f"pruned checkpoint written to {out} (hash {res.hash})", res.metrics)
+    print_metrics(f"pruned checkpoint written to {out} (hash {res.hash})", res.metrics)
     return 0
 
 
 def _add_prune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="magnitude-prune a checkpoint, optionally fine-tune")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="checkpoint to prune (.safetensors or .pt/.pth)")
     add_config(p, prune.PruneConfig, skip=("sparsity",), choices={"scope": ("global", "layer")})
     help_text = field_help(prune.PruneConfig)["sparsity"]
-    p.add_argument("--sparsity", type=float, required=True, help=f"{help_text}, e.g. 0.85")
-    p.add_argument("--out", required=True, help=".safetensors file to write")
+    p.add_argument(
+        "--sparsity", type=float, required=True, help=f"{help_text}, e.g. 0.85 (required)"
+    )
+    p.add_argument("--out", required=True, help=".safetensors file to write (required)")
     _store_option(p)
     p.set_defaults(func=_cmd_prune)
 
@@ -332,39 +364,11 @@ def _add_masks(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("masks", help="zero-mask stability over a run's trajectory snapshots")
     p.add_argument("run", help="run folder")
     add_config(p, masks.MasksConfig)
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--json", action="store_true", help="print the result as JSON (default: a table)"
+    )
     _store_option(p)
     p.set_defaults(func=_cmd_masks)
-
-
-def _cmd_study(args: argparse.Namespace) -> int:
-    from landscape.deletion import delete_study
-    from landscape.workspace import create_study, list_studies, member
-
-    if args.name is None:
-        for study in list_studies():
-            print(f"{study.name}{' (bundled)' if study.builtin else ''}")
-            for i, m in enumerate(study.members):
-                role = "AB"[i] if i < 2 else " "
-                print(f"  {role} {m.label:<24} {m.path}")
-        return 0
-    if args.name == "rm" and len(args.checkpoints) == 1:  # a study needs two checkpoints
-        delete_study(args.checkpoints[0])
-        print(f"deleted study {args.checkpoints[0]!r}")
-        return 0
-    study = create_study(args.name, [member(c) for c in args.checkpoints])
-    print(f"study {study.name!r}: " + ", ".join(m.label for m in study.members))
-    return 0
-
-
-def _add_study(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "study",
-        help="list the studies, name one from two or more checkpoints, or `study rm NAME`",
-    )
-    p.add_argument("name", nargs="?", help="name of the new study (none: list the studies)")
-    p.add_argument("checkpoints", nargs="*", help="files or run folders; first A, second B")
-    p.set_defaults(func=_cmd_study)
 
 
 def _cmd_upload(args: argparse.Namespace) -> int:
@@ -373,7 +377,9 @@ def _cmd_upload(args: argparse.Namespace) -> int:
     data = {"name": args.data, "split_seed": args.split_seed}
     if args.data_root:
         data["root"] = args.data_root
-    arch = upload_arch(args.arch, args.arch_kwargs, data) if args.arch else None
+    arch = _arch_option(args)
+    if arch is not None and not is_external(arch["name"]):
+        arch = upload_arch(args.arch, args.arch_kwargs, data)
     path = Path(args.file)
     up = save_upload(path, path.name, arch=arch, data=data)  # read in place, not into memory
     print(f"{'stored' if up.new else 'already stored'}: {up.member.label} -> {up.member.path}")
@@ -383,42 +389,14 @@ def _cmd_upload(args: argparse.Namespace) -> int:
 def _add_upload(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("upload", help="keep a checkpoint for studies, like the app's Upload page")
     p.add_argument("file", help=".safetensors, or a .pt/.pth state dict with --arch")
-    p.add_argument("--arch", choices=sorted(MODELS), help="architecture of a .pt/.pth file")
-    p.add_argument("--arch-kwargs", type=_json_dict, default={})
-    p.add_argument("--data", choices=DATASETS, default="digits", help="if the file names none")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--data-root", help="folder with mnist/cifar10 files")
-    p.set_defaults(func=_cmd_upload)
-
-
-def _cmd_uploads(args: argparse.Namespace) -> int:
-    from landscape.deletion import delete_upload, upload_hash
-    from landscape.settings import settings
-    from landscape.workspace import list_uploads, uploads_usage
-
-    if args.action == "rm":
-        if not args.hashes:
-            raise ValueError("uploads rm: name the content hashes to delete (see `uploads list`)")
-        for hash_ in args.hashes:
-            gone = delete_upload(hash_, with_studies=args.with_studies)
-            extra = f" and the studies {', '.join(map(repr, gone))}" if gone else ""
-            print(f"deleted upload {hash_}{extra}")
-        return 0
-    for m in list_uploads():
-        size = Path(m.path).stat().st_size
-        print(f"{upload_hash(m.path)}  {size:>12}  {m.label}")
-    print(f"{uploads_usage()} of {settings().upload_quota} bytes used")
-    return 0
-
-
-def _add_uploads(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("uploads", help="list the uploaded checkpoints, or delete some (rm HASH)")
-    p.add_argument("action", nargs="?", choices=("list", "rm"), default="list")
-    p.add_argument("hashes", nargs="*", help="content hashes to delete (from `uploads list`)")
+    _add_arch_options(p)
     p.add_argument(
-        "--with-studies", action="store_true", help="also delete the studies that use them"
-    )
-    p.set_defaults(func=_cmd_uploads)
+        "--data", choices=DATASETS, default="digits",
+        help="data set, if the file names none (default: digits)",
+    )  # fmt: skip
+    p.add_argument("--split-seed", type=int, default=0, help="train/test split seed (default: 0)")
+    p.add_argument("--data-root", help="folder with the mnist/cifar10 files (default: none)")
+    p.set_defaults(func=_cmd_upload)
 
 
 COMMANDS = (
@@ -430,7 +408,5 @@ COMMANDS = (
     _add_sweep,
     _add_prune,
     _add_masks,
-    _add_study,
     _add_upload,
-    _add_uploads,
 )

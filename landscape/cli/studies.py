@@ -19,7 +19,7 @@ from typing import Any
 
 from landscape.checkpoints import CheckpointError
 from landscape.cli.options import add_config, config_from
-from landscape.cli.text import curve_table, describe
+from landscape.cli.text import curve_table, describe, study_verdicts, verdicts_text
 from landscape.data import DataError
 from landscape.progress import terminal_progress
 from landscape.research import load_any, open_research
@@ -33,16 +33,32 @@ def _store(args: argparse.Namespace) -> Store:
     return Store(args.store) if args.store else Store()
 
 
+def _trusted_folder(folder: str) -> str:
+    """``--model-path``: trusted as it is parsed, before any checkpoint naming a file: model
+    in it is loaded (by every rank too, as each parses the same arguments)."""
+    from landscape.sources import trust_folder
+
+    trust_folder(folder)
+    return folder
+
+
 def _common(p: argparse.ArgumentParser, *, launcher: bool) -> None:
-    p.add_argument("--store", default=None, help="result folder (default $LANDSCAPE_HOME)")
+    p.add_argument("--store", default=None, help="result folder (default: $LANDSCAPE_HOME)")
+    p.add_argument(
+        "--model-path", action="append", type=_trusted_folder,
+        help="trust the model files (file:) in this folder (default: $LANDSCAPE_MODEL_PATHS)",
+    )  # fmt: skip
     p.add_argument(
         "--yes",
         action="store_true",
-        help="start even if the estimate is over $LANDSCAPE_CONFIRM_S (default 1800 s)",
+        help="start even if the estimate is over $LANDSCAPE_CONFIRM_S, 1800 s (default: ask)",
     )
     if launcher:
         p.add_argument(
-            "--launcher", type=int, default=1, help="evaluate with N local processes (or torchrun)"
+            "--launcher",
+            type=int,
+            default=1,
+            help="evaluate with N local processes, or under torchrun (default: 1)",
         )
 
 
@@ -113,7 +129,15 @@ def _run_grid(args: argparse.Namespace, kind: base.Kind, cfg: Any, inputs: Any, 
     if group.rank == 0:
         key = base.study_key(kind, cfg, inputs)
         print(describe(kind.name, key, store.root / kind.name / f"{key}.json", res))
+        _print_verdicts(res)
     return 0
+
+
+def _print_verdicts(res: object) -> None:
+    """What the result says (landscape.verdicts), after its numbers."""
+    text = verdicts_text(study_verdicts(res))
+    if text:
+        print(text)
 
 
 def endpoints(args: argparse.Namespace):
@@ -149,9 +173,9 @@ def _add_plane(sub: argparse._SubParsersAction) -> None:
     third = p.add_mutually_exclusive_group(required=True)
     third.add_argument(
         "--curve", help="a curve between A and B (its bend is the 3rd point); a .pt curve file "
-        "of the research code brings its own A and B",
+        "of the research code brings its own A and B (this or --third is required)",
     )  # fmt: skip
-    third.add_argument("--third", help="a third checkpoint C")
+    third.add_argument("--third", help="a third checkpoint C (this or --curve is required)")
     add_config(p, plane.PlaneConfig)
     _common(p, launcher=True)
     p.set_defaults(func=_cmd_plane)
@@ -198,8 +222,12 @@ def _cmd_slice(args: argparse.Namespace) -> int:
 def _add_slice(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("slice", help="1D loss/accuracy along delta, random or top eigenvector")
     p.add_argument("a", help="checkpoint A (s = 0)")
-    p.add_argument("--to", help="checkpoint B: delta = B - A (s = 1 is B)")
-    p.add_argument("--subset", type=int, default=None, help="Hessian samples (eigen)")
+    p.add_argument(
+        "--to", help="checkpoint B: delta = B - A, s = 1 is B (default: none; needed for delta)"
+    )
+    p.add_argument(
+        "--subset", type=int, default=None, help="Hessian samples for eigen (default: all)"
+    )
     add_config(p, slices.SliceConfig, choices={"direction": slices.DIRECTIONS})
     _common(p, launcher=True)
     p.set_defaults(func=_cmd_slice)
@@ -216,13 +244,17 @@ def _cmd_hessian(args: argparse.Namespace) -> int:
         res = base.run(hessian.KIND, cfg, inputs, store=store, progress=progress)
     key = base.study_key(hessian.KIND, cfg, inputs)
     print(describe("hessian", key, store.root / "hessian" / f"{key}.json", res))
+    _print_verdicts(res)
     return 0
 
 
 def _add_hessian(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("hessian", help="top Hessian eigenvalues; pruning-direction overlaps")
     p.add_argument("a", help="checkpoint where the Hessian is taken (SGD minimum)")
-    p.add_argument("--direction-to", help="checkpoint B: overlaps of B - A (gRDA minimum)")
+    p.add_argument(
+        "--direction-to",
+        help="checkpoint B: overlaps of B - A, the gRDA minimum (default: none, eigenvalues only)",
+    )
     add_config(p, hessian.HessianConfig)
     _common(p, launcher=False)
     p.set_defaults(func=_cmd_hessian)
@@ -265,6 +297,7 @@ def _cmd_curve(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _write_curve_outputs(out, res, base.study_key(curve.KIND, cfg, inputs), store)
     print(curve_table(res, (_name(a, "A"), _name(b, "B"))))
+    _print_verdicts(res)
     print(f"written: {out / 'curve.safetensors'}, {out / 'result.json'}, {out / 'path.csv'}")
     return 0
 
@@ -283,11 +316,14 @@ def _add_curve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("a", nargs="?", help="checkpoint A (t = 0)")
     p.add_argument("b", nargs="?", help="checkpoint B (t = 1)")
     p.add_argument(
-        "--out", required=True, help="folder for curve.safetensors, result.json, path.csv"
+        "--out",
+        required=True,
+        help="folder for curve.safetensors, result.json, path.csv (required)",
     )
     p.add_argument(
         "--curve", default=None, help="evaluate this curve instead of fitting one: a landscape "
-        "curve file, or a .pt curve file of the research code (its endpoints are A and B)",
+        "curve file, or a .pt curve file of the research code (its endpoints are A and B) "
+        "(default: fit one)",
     )  # fmt: skip
     add_config(p, CurveConfig)
     _common(p, launcher=False)

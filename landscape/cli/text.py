@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
+from landscape import verdicts
 from landscape.evaluate import METRICS
 from landscape.studies.curve import CurveResult
 from landscape.studies.hessian import HessianResult
@@ -13,8 +15,17 @@ from landscape.studies.pca import PCAResult
 from landscape.studies.plane import PlaneResult
 from landscape.studies.random_plane import RandomPlaneResult
 from landscape.studies.slices import SliceResult
+from landscape.workspace import summarize
 
-__all__ = ["curve_table", "describe"]
+__all__ = [
+    "curve_table",
+    "describe",
+    "print_checkpoint",
+    "print_metrics",
+    "print_research",
+    "study_verdicts",
+    "verdicts_text",
+]
 
 GridResult = PlaneResult | PCAResult | RandomPlaneResult | SliceResult
 
@@ -92,3 +103,57 @@ def curve_table(res: CurveResult, names: tuple[str, str]) -> str:
         )
         lines.append(row.format(name, *(f"{v:.4f}" for v in cells)))
     return "\n".join(lines)
+
+
+def study_verdicts(res: object) -> list[verdicts.Verdict]:
+    """The verdicts of a curve, plane, pca or hessian result ([] for the other kinds)."""
+    if isinstance(res, CurveResult):
+        return [verdicts.connectivity(res), verdicts.sparsity_along(res)]
+    if isinstance(res, PlaneResult):
+        return [verdicts.plane(res)]
+    if isinstance(res, PCAResult):
+        return [verdicts.trajectories(res)]
+    if isinstance(res, HessianResult) and res.projection_ratio is not None:
+        return [verdicts.directions(res)]
+    return []
+
+
+def verdicts_text(found: list[verdicts.Verdict]) -> str:
+    """One paragraph per verdict: "verdict: <title>. <sentence>" ("" without verdicts)."""
+    return "\n".join(f"verdict: {v.title}. {v.sentence}" for v in found)
+
+
+def print_checkpoint(ckpt) -> None:
+    summary = summarize(ckpt)
+    print(f"hash          {ckpt.hash}")
+    for key in ("arch", "data", "optimizer", "step", "epoch", "seed", "source"):
+        if key in ckpt.meta:
+            print(f"{key:<13} {json.dumps(ckpt.meta.get(key))}")
+    print(f"parameters    {summary.n_params}")
+    print(
+        f"sparsity      {summary.sparsity:.4f} exactly zero, "
+        f"{summary.sparsity_small:.4f} below 1e-3"
+    )
+    for name, frac in summary.layer_sparsity.items():
+        print(f"  {name:<30} {frac:.4f}")
+    print_metrics("metrics", ckpt.meta.get("metrics") or {})
+
+
+def print_research(found) -> None:
+    how = "recognised from its keys" if found.recognized else "as given"
+    label = f" ({found.label})" if found.label else ""
+    print(f"file          {found.path}")
+    print(f"kind          {found.kind} (.pt/.pth)")
+    print(f"architecture  {found.arch['name']}{label} {json.dumps(found.arch['kwargs'])}, {how}")
+    if found.kind == "curve":
+        print(f"curve         Bezier, order {found.curve.order} ({found.curve.order - 1} bends)")
+    for ckpt in found.points:
+        if found.kind == "curve":
+            print(f"-- {ckpt.name}")
+        print_checkpoint(ckpt)
+
+
+def print_metrics(title: str, metrics: dict) -> None:
+    print(title)
+    for k, v in metrics.items():
+        print(f"  {k:<16} {v:.4f}" if isinstance(v, float) else f"  {k:<16} {v}")

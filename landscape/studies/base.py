@@ -16,6 +16,8 @@ loaded checkpoints, data set, ...), a ``Result`` dataclass and a :class:`Kind`:
 from __future__ import annotations
 
 import dataclasses
+import platform
+import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -178,9 +180,12 @@ def run(
         store.remove_stale(kind.name)  # temp files of writers that died
 
     def compute() -> tuple[dict[str, Any], Arrays, list[Path]]:
+        start = time.perf_counter()
         result = kind.compute(config, inputs, context)
         info, arrays = result.to_arrays()
-        return {**info, "inputs": identity}, arrays, result.artifacts()
+        # The wall time goes next to the inputs: earlier jobs calibrate estimates (cost.py).
+        wall = {"wall_s": time.perf_counter() - start, "host": platform.node()}
+        return {**info, "inputs": identity, **wall}, arrays, result.artifacts()
 
     if world == 1:
         found = store.get_or_compute(kind.name, key, compute)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ __all__ = [
     "check_grid",
     "check_same",
     "data_identity",
+    "data_subset",
     "dataset",
     "eval_data",
     "evaluate_coords",
@@ -65,10 +67,14 @@ class EvalOptions:
     device: str = "cpu"  # cpu or cuda
     data_root: str | None = None  # folder with the mnist / cifar10 files
     points_per_pass: int | None = None  # speed only; None: 16 on GPUs without BN, else 1
+    train_subset: int | None = None  # evaluate on N training samples, stratified (None: all)
+    test_subset: int | None = None  # evaluate on N test samples, stratified (None: all)
+    subset_seed: int = 0  # which samples train_subset and test_subset draw
 
     def __post_init__(self) -> None:
-        if self.bn_subset is not None:
-            check_range("bn_subset", self.bn_subset, 1)
+        for name in ("bn_subset", "train_subset", "test_subset"):
+            if getattr(self, name) is not None:
+                check_range(name, getattr(self, name), 1)
         if self.points_per_pass is not None:
             check_range("points_per_pass", self.points_per_pass, 1, MAX_POINTS_PER_PASS)
 
@@ -108,9 +114,67 @@ def model_params(model: nn.Module, state: Named, device: str | torch.device) -> 
     return {n: params[n].to(device) for n in param_names(model)}
 
 
+def _stratified(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Indices (ascending) of ``n`` samples, the same number per class as far as possible.
+
+    Classes are filled in turns: each gets an equal share of what is left, a class with fewer
+    samples gives its share to the others; a remainder goes to the classes with the most
+    samples left (ties by class index). Within a class the samples are a seeded permutation.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    classes = torch.unique(y).tolist()
+    members = {c: torch.nonzero(y == c).flatten() for c in classes}
+    members = {c: m[torch.randperm(len(m), generator=gen)] for c, m in members.items()}
+    take = dict.fromkeys(classes, 0)
+    left = n
+    while left > 0:
+        open_ = [c for c in classes if take[c] < len(members[c])]
+        share = left // len(open_)
+        if share == 0:  # fewer samples left to draw than classes: the fullest classes
+            open_.sort(key=lambda c: (take[c] - len(members[c]), c))
+            for c in open_[:left]:
+                take[c] += 1
+            break
+        for c in open_:
+            extra = min(share, len(members[c]) - take[c])
+            take[c] += extra
+            left -= extra
+    picked = torch.cat([members[c][: take[c]] for c in classes])
+    return picked.sort().values
+
+
+def data_subset(ds: Dataset, train: int | None, test: int | None, *, seed: int = 0) -> Dataset:
+    """``ds`` with at most ``train`` training and ``test`` test samples, stratified by class.
+
+    A subset as large as its split (or None) keeps the split whole. The subset is stated in
+    ``info["subset"]`` ({"train", "test", "seed"}), so it is part of :meth:`Dataset.describe`
+    (and of every result key); ``n_train``/``n_test`` there are the subset's sizes.
+    """
+    chosen: dict[str, Any] = {}
+    xs = {"train": (ds.x_train, ds.y_train), "test": (ds.x_test, ds.y_test)}
+    for split, n in (("train", train), ("test", test)):
+        x, y = xs[split]
+        if n is not None and n < len(y):
+            idx = _stratified(y, n, seed)
+            xs[split] = (x[idx], y[idx])
+            chosen[split] = n
+    if not chosen:
+        return ds
+    info = {**ds.info, "subset": {**chosen, "seed": seed}}
+    (x_tr, y_tr), (x_te, y_te) = xs["train"], xs["test"]
+    return dataclasses.replace(ds, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, info=info)
+
+
 def dataset(ckpt: Checkpoint, config: Any) -> Dataset:
-    """The checkpoint's data set (from ``config.data_root`` when it is not bundled)."""
-    return checkpoint_dataset(ckpt, data_root=getattr(config, "data_root", None))
+    """The checkpoint's data set (from ``config.data_root`` when it is not bundled), cut to
+    ``config.train_subset`` / ``config.test_subset`` when the config has them."""
+    ds = checkpoint_dataset(ckpt, data_root=getattr(config, "data_root", None))
+    return data_subset(
+        ds,
+        getattr(config, "train_subset", None),
+        getattr(config, "test_subset", None),
+        seed=getattr(config, "subset_seed", 0),
+    )
 
 
 def eval_data(ckpt: Checkpoint, config: Any) -> EvalData:

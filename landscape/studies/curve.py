@@ -17,17 +17,18 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from landscape.checkpoints import Checkpoint, CheckpointError
+from landscape.checkpoints import Checkpoint, CheckpointError, checkpoint_dataset, content_hash
 from landscape.curves import (
     BezierCurve,
     CurveConfig,
     bernstein,
     curve_bytes,
     curve_hash,
-    endpoint_data,
     endpoint_params,
     fit_curve,
+    given_config,
     joins,
     load_curve,
 )
@@ -37,7 +38,7 @@ from landscape.models import prunable_names
 from landscape.params import sparsity, unflatten
 from landscape.store import Store, result_key
 from landscape.studies.base import Context, Kind, Result, config_identity
-from landscape.studies.common import evaluate_coords
+from landscape.studies.common import data_subset, evaluate_coords
 
 __all__ = [
     "FIT_VERSION",
@@ -50,7 +51,7 @@ __all__ = [
     "evaluate_path",
 ]
 
-FIT_VERSION = 1  # bump when fitting changes: stored fits are then refitted
+FIT_VERSION = 2  # bump when fitting changes: stored fits are then refitted
 SMALL = 1e-3  # |w| below this counts as "small" in sparsity_small
 PATH_COLUMNS = ("weight_norm", "sparsity", "sparsity_small", "segment")  # besides the metrics
 _FIT_FIELDS = ("order", "epochs", "lr", "momentum", "weight_decay", "batch_size", "lr_schedule")
@@ -123,6 +124,8 @@ class CurveResult(Result):
         config: the :class:`CurveConfig` as a dict; endpoints: {"a"|"b": {"hash", "name"}}.
         bn_samples: training samples of each BN recalibration.
         fit_history: per-epoch mean training loss of the fit (empty for a given curve).
+        n_test: test samples behind each accuracy (None in results stored before it was kept).
+        n_train: training samples behind each training metric (train_subset; None: older).
     """
 
     t: np.ndarray
@@ -136,6 +139,8 @@ class CurveResult(Result):
     endpoints: dict[str, Any]
     bn_samples: int
     fit_history: list[float]
+    n_test: int | None = None
+    n_train: int | None = None
 
     ARTIFACTS = ("curve_file",)
 
@@ -148,11 +153,11 @@ class CurveResult(Result):
 
 
 def _point_columns(
-    curve: BezierCurve, coeffs: torch.Tensor, prunable: list[str]
+    curve: BezierCurve, controls: torch.Tensor, coeffs: torch.Tensor, prunable: list[str]
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Norms, sparsity and segment lengths, one point at a time (memory flat in points)."""
+    """Norms, sparsity and segment lengths, one point at a time (memory flat in points; the
+    segment reuses the previous point's vector; norms accumulate in float64)."""
     n = coeffs.shape[0]
-    controls = curve.controls().detach()
     like = curve.start
     cols = {c: np.zeros(n) for c in PATH_COLUMNS}
     layers = np.zeros((n, len(prunable)))
@@ -160,11 +165,13 @@ def _point_columns(
     for i in range(n):
         flat = coeffs[i].to(controls) @ controls  # (P,)
         sp = sparsity(unflatten(flat, like), prunable, tol=SMALL)
-        cols["weight_norm"][i] = float(flat.double().norm())
+        cols["weight_norm"][i] = float(torch.linalg.vector_norm(flat, dtype=torch.float64))
         cols["sparsity"][i], cols["sparsity_small"][i] = sp["zero"], sp["small"]
         layers[i] = [sp["layers"][name] for name in prunable]
         if prev is not None:
-            cols["segment"][i] = float((flat - prev).double().norm())
+            cols["segment"][i] = float(
+                torch.linalg.vector_norm(prev.sub_(flat), dtype=torch.float64)
+            )
         prev = flat
     return cols, layers
 
@@ -197,19 +204,24 @@ def evaluate_path(
     device = data.x_train.device
     # Named control points: the evaluator matches them to the model's parameters by name
     # (a curve keeps its tensors in the checkpoint's key order, not the model's).
-    basis = [
-        {n: v.to(device) for n, v in unflatten(w, like).items()} for w in curve.controls().detach()
-    ]
+    controls = curve.controls().detach()  # (k + 1, P): one copy, shared by both passes
+    basis = [{n: v.to(device) for n, v in unflatten(w, like).items()} for w in controls]
     metrics = evaluate_coords(model, basis, coeffs.numpy(), data, context, stage=stage)
     prunable = prunable_names(model)
-    cols, layers = _point_columns(curve, coeffs, prunable)
+    cols, layers = _point_columns(curve, controls, coeffs, prunable)
     return PathResult(ts, {**metrics, **cols}, layers, prunable)
 
 
 def _fit_identity(inputs: CurveInputs, cfg: CurveConfig, data: Dataset) -> dict:
     fit = {f: getattr(cfg, f) for f in _FIT_FIELDS}
     a, b = inputs.a, inputs.b
-    return {"a": a.hash, "b": b.hash, "data": data.describe(), "fit": fit, "seed": cfg.seed}
+    return {
+        "a": a.param_hash,
+        "b": b.param_hash,
+        "data": data.describe(),
+        "fit": fit,
+        "seed": cfg.seed,
+    }
 
 
 def _stored_fit(
@@ -239,23 +251,51 @@ def _given(inputs: CurveInputs, cfg: CurveConfig, store: Store) -> tuple[BezierC
     curve = inputs.curve
     name = f"given-{curve_hash(curve)}.safetensors"
     if store.load_artifact("curve", name) is None:
-        store.save_artifact("curve", name, curve_bytes(curve, inputs.a, inputs.b, cfg))
+        store.save_artifact("curve", name, curve_bytes(curve, inputs.a, inputs.b, None))
     return curve, store.root / "curve" / name
+
+
+def _data(inputs: CurveInputs, cfg: CurveConfig) -> Dataset:
+    """The data set named in the endpoints' metadata (they must agree), cut to the config's
+    stratified train/test subsets."""
+    a, b = inputs.a, inputs.b
+    da, db = a.meta.get("data"), b.meta.get("data")
+    for ck, d in ((a, da), (b, db)):
+        if not isinstance(d, dict) or "name" not in d:
+            raise ValueError(f"{ck.name or 'checkpoint'}: metadata names no data set")
+    if (da["name"], da.get("split_seed", 0)) != (db["name"], db.get("split_seed", 0)):
+        raise ValueError(f"endpoints were trained on different data: {da} vs {db}")
+    data = checkpoint_dataset(a, data_root=cfg.data_root)
+    return data_subset(data, cfg.train_subset, cfg.test_subset, seed=cfg.subset_seed)
+
+
+def _settings(cfg: CurveConfig, inputs: CurveInputs) -> dict[str, Any]:
+    """The config a result records: a given curve's order and evaluation settings only."""
+    if inputs.curve is None:
+        return asdict(cfg)
+    return given_config(cfg, inputs.curve.order)
 
 
 def _identity(cfg: CurveConfig, inputs: CurveInputs) -> dict:
     cfg.check()
-    _, pa, pb = endpoint_params(inputs.a, inputs.b)
+    model, pa, pb = endpoint_params(inputs.a, inputs.b)
     if inputs.curve is not None and not joins(inputs.curve, pa, pb):
         raise ValueError("the given curve does not run between these endpoints")
-    data = endpoint_data(inputs.a, inputs.b, cfg)
+    data = _data(inputs, cfg)
     n = len(data.y_train)
     bn = {"bn_samples": n if cfg.bn_subset is None else min(cfg.bn_subset, n)}
+    # Parameters, not buffers: BN statistics are recomputed at every point, so a research
+    # curve's endpoints and the model files they came from give one key (other buffers count).
+    bn_names = {f"{m}.{b}" for m, mod in model.named_modules() if isinstance(mod, _BatchNorm)
+                for b, _ in mod.named_buffers(recurse=False)}  # fmt: skip
+    other = {k: v for k, v in inputs.a.state.items() if k not in bn_names and k not in pa}
+    settings = _settings(cfg, inputs)
     return {
-        "a": inputs.a.hash,
-        "b": inputs.b.hash,
+        "a": inputs.a.param_hash,
+        "b": inputs.b.param_hash,
+        "buffers": content_hash(other) if other else None,
         "data": {**data.describe(), **bn, "bn_batch_size": EvalData.batch_size},
-        "config": config_identity(cfg),
+        "config": {k: v for k, v in config_identity(cfg).items() if k in settings},
         "curve": curve_hash(inputs.curve) if inputs.curve is not None else None,
     }
 
@@ -263,7 +303,7 @@ def _identity(cfg: CurveConfig, inputs: CurveInputs) -> dict:
 def _compute(cfg: CurveConfig, inputs: CurveInputs, context: Context) -> CurveResult:
     a, b = inputs.a, inputs.b
     model, pa, pb = endpoint_params(a, b)
-    data = endpoint_data(a, b, cfg)
+    data = _data(inputs, cfg)
     evdata = EvalData.from_dataset(data, device=cfg.device, bn_subset=cfg.bn_subset)
     if inputs.curve is None:
         fitted, path = _stored_fit(inputs, cfg, data, context)
@@ -286,12 +326,16 @@ def _compute(cfg: CurveConfig, inputs: CurveInputs, context: Context) -> CurveRe
         line_layer_sparsity=paths["line"].layer_sparsity,
         layers=paths["curve"].layers,
         curve_file=str(path),
-        config=asdict(cfg),
+        config=_settings(cfg, inputs),
         endpoints={"a": {"hash": a.hash, "name": a.name}, "b": {"hash": b.hash, "name": b.name}},
         bn_samples=evdata.bn_samples,
         fit_history=list(fitted.history),
+        n_test=len(data.y_test),
+        n_train=len(data.y_train),
     )
 
 
 # 2: the curve file is a checksummed artefact of the result
-KIND = Kind("curve", 2, CurveConfig, CurveResult, _identity, _compute)
+# 3: canonical (sorted-name) curve hash; endpoints by parameter hash; a given curve's key and
+#    result hold no fitting settings; train/test subsets
+KIND = Kind("curve", 3, CurveConfig, CurveResult, _identity, _compute)

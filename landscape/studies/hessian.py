@@ -66,7 +66,8 @@ class HessianResult(Result):
     With B: ``overlap`` (k,) = |<v_i, delta>| / |delta|, ``random_overlap``,
     ``magnitude_overlap``, and their norms ``projection_ratio`` (|V^T delta| / |delta|),
     ``random_projection_ratio``, ``magnitude_projection_ratio``; ``delta_norm``;
-    ``sparsity_b`` (fraction of exact zeros in B's prunable weights).
+    ``sparsity_b`` (fraction of exact zeros in B's prunable weights); ``n_params``: the
+    dimension P of the directions (None in results stored before it was kept).
     """
 
     eigenvalues: np.ndarray
@@ -82,6 +83,7 @@ class HessianResult(Result):
     magnitude_projection_ratio: float | None = None
     delta_norm: float | None = None
     sparsity_b: float | None = None
+    n_params: int | None = None
 
 
 def _identity(cfg: HessianConfig, inputs: HessianInputs) -> dict:
@@ -147,6 +149,7 @@ def _compute(cfg: HessianConfig, inputs: HessianInputs, context: Context) -> Hes
         samples=n if cfg.subset is None else min(cfg.subset, n),
         bn_samples=data.bn_samples,
         eigenvectors=vecs.astype(np.float32) if vecs.size < MAX_EIGENVECTOR_FLOATS else None,
+        n_params=int(vecs.shape[1]),
         **more,
     )
 

@@ -148,6 +148,23 @@ def _at_t(paths: dict[str, PathResult], t: float) -> None:
     ui.chart(fig, table, "layer_sparsity_at_t")
 
 
+def _t_slider(res: CurveResult) -> float:
+    """The t slider, linked to the URL's ``?t=`` (the nearest evaluated t)."""
+    t_values = [float(v) for v in res.t]
+    linked = st.query_params.get("t")
+    if "curve_t" not in st.session_state and linked is not None:
+        try:
+            st.session_state["curve_t"] = t_values[res.path("curve").nearest(float(linked))]
+        except ValueError:
+            pass
+    default = {} if "curve_t" in st.session_state else {"value": t_values[len(t_values) // 2]}
+    t = st.select_slider(
+        "t", options=t_values, format_func="{:.3f}".format, key="curve_t", **default
+    )
+    ui.to_url(t=round(t, 4))
+    return t
+
+
 def main() -> None:
     sel = ui.pair_page(
         "Connectivity",
@@ -161,6 +178,8 @@ def main() -> None:
     res = ui.result(jobs.curve_job(sel, cfg, imported), sel, key="curve_compute", label=label)
     if res is None:
         return
+    ui.verdicts("connectivity", res)
+    ui.verdicts("sparsity_along", res)
     paths = {name: res.path(name) for name in PATHS}
     summaries = {name: summary(p) for name, p in paths.items()}
     st.subheader("Barriers")
@@ -170,15 +189,12 @@ def main() -> None:
     )
     st.table(_table(summaries).set_index("path").style.format("{:.4g}"))  # static: no grid
     log = st.toggle("Log scale for losses", value=True, key="curve_log")
-    t_values = [float(v) for v in res.t]
-    t = st.select_slider(
-        "t", options=t_values, value=t_values[len(t_values) // 2], format_func="{:.3f}".format,
-        key="curve_t",
-    )  # fmt: skip
+    t = _t_slider(res)
     frame = _frame(paths)
+    ends = (sel.a.label, sel.b.label)
     for m in CHARTS:
         ys = {name: p.columns[m] for name, p in paths.items()}
-        fig = charts.path_metric(res.t, ys, m, log_y=log and charts.is_loss(m), at=t)
+        fig = charts.path_metric(res.t, ys, m, log_y=log and charts.is_loss(m), at=t, ends=ends)
         ui.chart(fig, frame[["t", "curve_" + m, "line_" + m]], f"path_{m}")
     if available:
         _compare(sel, cfg, imported, available[0], res, log)

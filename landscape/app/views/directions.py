@@ -41,6 +41,7 @@ def _options(sel: sidebar.Selection) -> tuple[HessianConfig, SliceConfig]:
 
 
 def _hessian(res: HessianResult) -> None:
+    ui.verdicts("directions", res)
     if res.overlap is not None:
         cols = st.columns(3)
         cols[0].metric("|V^T d| / |d|: pruning direction", f"{res.projection_ratio:.4f}")
@@ -68,7 +69,9 @@ def _hessian(res: HessianResult) -> None:
 
 
 def _slices(results: dict[str, SliceResult]) -> None:
+    ui.from_url("slice_metric", "metric", list(METRICS))
     metric = st.selectbox("Slice metric", METRICS, format_func=charts.label, key="slice_metric")
+    ui.to_url(metric=metric)
     log = st.toggle("Log scale", value=True, key="slice_log", disabled=not charts.is_loss(metric))
     curves = {SLICE_NAMES[d]: (r.s, r.metrics[metric]) for d, r in results.items()}
     frame = pd.concat(

@@ -40,6 +40,34 @@ def _column(member: Member, s: CheckpointSummary) -> dict[str, str]:
     return col
 
 
+def _swings(histories: dict[str, list[dict]]) -> None:
+    lines = [ui.swings_text(name, h) for name, h in histories.items()]
+    st.markdown(
+        "**Test-accuracy swings.** "
+        + " ".join(lines)
+        + " Large swings while the learning rate is high are expected (large steps; gRDA's "
+        "threshold also grows fastest early); what counts is the final plateau."
+    )
+
+
+def _report(study: str) -> None:
+    """A "Download report" button (``landscape.app.report``), when that module exists."""
+    try:
+        from landscape.app.report import build_report
+    except ImportError:
+        return
+    st.download_button(
+        "Download report",
+        data=lambda: build_report(study).encode(),
+        file_name=f"landscape-report-{study}.html",
+        mime="text/html",
+        key="overview_report",
+        on_click="ignore",
+        icon=":material/summarize:",
+        help="One HTML page: the study's verdicts and figures, from the stored results.",
+    )
+
+
 def main() -> None:
     sel = sidebar.selection()
     st.title(f"Overview: {sel.study.name}")
@@ -50,6 +78,7 @@ def main() -> None:
     summaries = {m.label: sidebar.summary(m) for m in sel.study.members}
     table = pd.DataFrame({m.label: _column(m, summaries[m.label]) for m in sel.study.members})
     st.table(table)
+    _report(sel.study.name)
     st.download_button(
         "Table (CSV)",
         data=table.to_csv().encode(),
@@ -60,8 +89,9 @@ def main() -> None:
         icon=":material/download:",
     )
     layers = {name: s.layer_sparsity for name, s in summaries.items()}
+    colors = charts.member_colors(list(summaries), sel.a.label, sel.b.label)
     ui.chart(
-        charts.layer_sparsity_bars(layers),
+        charts.layer_sparsity_bars(layers, colors=colors),
         pd.DataFrame(layers).rename_axis("layer").reset_index(),
         "layer_sparsity",
     )
@@ -69,7 +99,9 @@ def main() -> None:
     histories = {name: r["history"] for name, r in records.items() if r and r.get("history")}
     if histories:
         rows = [{"run": name, **h} for name, hist in histories.items() for h in hist]
-        ui.chart(charts.training_curves(histories), pd.DataFrame(rows), "training_curves")
+        fig = charts.training_curves(histories, colors=colors)
+        ui.chart(fig, pd.DataFrame(rows), "training_curves")
+        _swings(histories)
     else:
         st.info("No run folder (run.json) for these checkpoints: no training curves to show.")
 

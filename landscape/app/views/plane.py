@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -37,13 +39,18 @@ def _grid_frame(res: PlaneResult) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def _figure(res: PlaneResult, split: str, quantity: str, *, log: bool, three_d: bool):
+def _figure(
+    res: PlaneResult, split: str, quantity: str, *, log: bool, three_d: bool, stretch: bool
+):
     """The chosen grid (error is 1 - accuracy) with the other of loss/accuracy on hover."""
     name, shown = QUANTITIES[quantity]
     z = res.metrics[f"{split}_{name}"]
     z = 1 - z if name == "acc" else z
     other_name = "acc" if name == "loss" else "loss"
-    draw = charts_surfaces.plane_surface if three_d else charts_surfaces.plane_contour
+    if three_d:
+        draw = charts_surfaces.plane_surface
+    else:
+        draw = partial(charts_surfaces.plane_contour, equal_axes=not stretch)
     return draw(
         res.alpha,
         res.beta,
@@ -76,12 +83,20 @@ def main() -> None:
     res = ui.result(jobs.plane_job(sel, curve_cfg, cfg, imported), sel, key="plane_compute")
     if res is None:
         return
-    c = st.columns(4)
+    ui.verdicts("plane", res)
+    ui.from_url("plane_split", "split", ["train", "test"])
+    ui.from_url("plane_quantity", "show", list(QUANTITIES))
+    c = st.columns(5)
     split = c[0].radio("Data", ["train", "test"], horizontal=True, key="plane_split")
     quantity = c[1].radio("Show", list(QUANTITIES), horizontal=True, key="plane_quantity")
+    ui.to_url(split=split, show=quantity)
     log = c[2].toggle("Log colour scale", value=True, key="plane_log")
     three_d = c[3].toggle("3D surface", value=False, key="plane_3d")
-    fig = _figure(res, split, quantity, log=log, three_d=three_d)
+    stretch = c[4].toggle(
+        "Stretch axes", value=False, key="plane_stretch", disabled=three_d,
+        help="off: one unit is as long on both axes (the true shape of the bend)",
+    )  # fmt: skip
+    fig = _figure(res, split, quantity, log=log, three_d=three_d, stretch=stretch)
     ui.chart(fig, _grid_frame(res), "plane")
     norms = res.basis_norms
     st.caption(

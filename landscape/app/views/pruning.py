@@ -231,6 +231,7 @@ def main() -> None:
         _run_section(folder)
     if result is None:
         return
+    ui.verdicts("pruning", result)
     idx = _frontier_section(folder, result)
     _connectivity_button(folder, result, idx)
     _layers_section(folder, result, idx)

@@ -50,8 +50,11 @@ def main() -> None:
     res = ui.result(jobs.pca_job(runs, cfg), sel, key="pca_compute")
     if res is None:
         return
+    ui.verdicts("trajectories", res)
+    ui.from_url("pca_metric", "metric", list(METRICS))
     c = st.columns(2)
     metric = c[0].selectbox("Contours of", METRICS, format_func=charts.label, key="pca_metric")
+    ui.to_url(metric=metric)
     log = c[1].toggle("Log colour scale", value=True, key="pca_log")
     fig = charts_surfaces.pca_trajectories(
         res.alpha, res.beta, res.metrics[metric], res.xy, res.run_index, res.epoch,

@@ -13,11 +13,14 @@ from landscape.data import DATASETS, NORMALIZATIONS, DataError
 from landscape.deletion import delete_study, delete_upload, upload_hash
 from landscape.models import MODELS, RESEARCH_ARCHS
 from landscape.settings import QUOTA_ENV, settings
+from landscape.sources import MODEL_PATHS_ENV, TORCHVISION, trusted_models
 from landscape.workspace import Member, Upload, create_study, list_uploads, uploads_usage
 
 MB = 1024 * 1024
 RECOGNISED = "Recognised (from the file's keys)"
+REGISTRY, ZOO, MODEL_FILE = "Registry", "torchvision", "Model file (trusted)"
 ARCH_CHOICES = sorted(MODELS) + sorted(RESEARCH_ARCHS)
+NOT_RECOGNISED = "not recognised from its keys"  # landscape.research's message for that case
 DELETED_KEY = "upload_deleted"  # what was deleted, shown after the rerun
 
 
@@ -28,33 +31,85 @@ def _suggest(prefix: str, file, suggested: dict) -> None:
         st.session_state[f"{prefix}_suggested_for"] = ident
         st.session_state[f"{prefix}_data"] = suggested.get("name", "digits")
         st.session_state[f"{prefix}_norm"] = suggested.get("normalize", "none")
-        st.session_state[f"{prefix}_arch"] = RECOGNISED
+        st.session_state[f"{prefix}_arch_source"] = RECOGNISED
+
+
+def _image_options(prefix: str) -> dict:
+    """imagefolder's options: image size and channels (default: the first image's)."""
+    cols = st.columns(2)
+    size = cols[0].text_input(
+        "Image size (HxW)", key=f"{prefix}_size", placeholder="the first image's",
+        help="every image is resized to this, e.g. 32x32",
+    )  # fmt: skip
+    channels = cols[1].selectbox(
+        "Channels", [None, 1, 3], key=f"{prefix}_channels",
+        format_func=lambda c: "the first image's" if c is None else {1: "1 (grey)", 3: "3 (RGB)"}[c],
+    )  # fmt: skip
+    out: dict = {"size": size.strip()} if size.strip() else {}
+    return out | ({"channels": channels} if channels else {})
 
 
 def _data_options(prefix: str) -> dict:
     cols = st.columns(4)
-    name = cols[0].selectbox("Data set", DATASETS, key=f"{prefix}_data")
+    name = cols[0].selectbox(
+        "Data set", DATASETS, key=f"{prefix}_data",
+        help="digits is bundled; the others are read from the folder (or .npz file) given",
+    )  # fmt: skip
     seed = cols[1].number_input("Split seed", min_value=0, value=0, step=1, key=f"{prefix}_seed")
     norm = cols[2].selectbox(
         "Normalisation", sorted(NORMALIZATIONS), key=f"{prefix}_norm",
         help="per-channel (x - mean) / std, as the runs were trained",
     )  # fmt: skip
     root = cols[3].text_input(
-        "Data folder", key=f"{prefix}_root", disabled=name == "digits",
-        help="folder with the mnist / cifar10 / cifar100 files (nothing is downloaded)",
+        "Data folder or .npz file", key=f"{prefix}_root", disabled=name == "digits",
+        help="npz: the .npz file (x_train, y_train, x_test, y_test); imagefolder: a folder with "
+        "train/<class>/ and test/<class>/; mnist, fashionmnist, cifar10, cifar100, svhn: the "
+        "folder with their files (nothing is downloaded)",
     )  # fmt: skip
     data = {"name": name, "split_seed": int(seed)}
     if norm != "none":
         data["normalize"] = norm
     if name != "digits" and root.strip():
         data["root"] = root.strip()
+    if name == "imagefolder":
+        data |= _image_options(prefix)
     if name != "digits" and not root.strip():
         st.warning(
-            f"{name} is not bundled: give the folder with its files, or every computation on "
-            "this checkpoint will stop at loading the data.",
+            f"{name} is not bundled: give the folder (or file) with its data, or every "
+            "computation on this checkpoint will stop at loading the data.",
             icon=":material/folder_open:",
         )
     return data
+
+
+def _arch_choice(found: dict | None) -> tuple[str | None, str]:
+    """(architecture name, None for the recognised one; its arguments as JSON text)."""
+    sources = ([RECOGNISED] if found else []) + [REGISTRY, ZOO, MODEL_FILE]
+    source = st.radio("Architecture source", sources, key="upload_arch_source", horizontal=True)
+    name: str | None = None
+    if source == REGISTRY:
+        name = st.selectbox("Architecture", ARCH_CHOICES, key="upload_arch")
+    elif source == ZOO:
+        model = st.text_input(
+            "torchvision model", key="upload_zoo", placeholder="resnet18",
+            help="torchvision.models.<name> (needs landscape[zoo]); weights come from the file",
+        )  # fmt: skip
+        name = f"{TORCHVISION}{model.strip()}"
+    elif source == MODEL_FILE:
+        files = trusted_models()
+        if not files:
+            st.info(
+                f"No trusted model files: start the app with ${MODEL_PATHS_ENV} naming the "
+                "folders of your model files (importing a file runs its code).",
+                icon=":material/lock:",
+            )
+        name = st.selectbox("Model (class or function)", files, key="upload_model_file")
+    kwargs = st.text_input(
+        "Arguments (JSON)", value="", key="upload_kwargs", placeholder='{"widths": [64, 64]}',
+        help="registry models are sized to the data set (in_shape, num_classes) unless given "
+        "here; torchvision and file models take exactly these arguments",
+    )  # fmt: skip
+    return (None if source == RECOGNISED else name or ""), kwargs
 
 
 def _recognised(file) -> dict | None:
@@ -65,7 +120,10 @@ def _recognised(file) -> dict | None:
     try:
         found = sidebar.inspect_research(str(path), digest, file.name)
     except CheckpointError as err:
-        st.info(f"Architecture not recognised, choose it below: {err}", icon=":material/help:")
+        if NOT_RECOGNISED in str(err):
+            st.info(f"Architecture not recognised, choose it below: {err}", icon=":material/help:")
+        else:
+            st.error(f"Not readable: {err}", icon=":material/error:")
         return None
     what = (
         f"a Bezier curve of order {found['order']} (its two endpoints and bends are kept)"
@@ -100,7 +158,7 @@ def _upload_section(limit_mb: int) -> None:
         f"set. A `.pt`/`.pth` file (read with `torch.load(weights_only=True)`: no code runs) is "
         f"a state dict, or a model or curve file saved by the mode-connectivity research code "
         f"(VGG16, PreResNet, WideResNet28x10): its architecture is recognised from its keys or "
-        f"chosen below. Size limit: {limit_mb} MB (server.maxUploadSize); all uploads together: "
+        f"chosen below (registry, torchvision, or a model file of ${MODEL_PATHS_ENV}). Size limit: {limit_mb} MB (server.maxUploadSize); all uploads together: "
         f"{uploads_usage() / MB:,.0f} of {settings().upload_quota / MB:,.0f} MB used "
         f"(${QUOTA_ENV})."
     )
@@ -112,11 +170,7 @@ def _upload_section(limit_mb: int) -> None:
     ):
         if found:
             _suggest("upload", file, found["data"])
-        choices = ([RECOGNISED] if found else []) + ARCH_CHOICES
-        arch_name = st.selectbox("Architecture", choices, key="upload_arch")
-        arch_kwargs = st.text_input(
-            "Arguments (JSON)", value="", key="upload_kwargs", placeholder='{"widths": [64, 64]}'
-        )
+        arch_name, arch_kwargs = _arch_choice(found)
     st.caption("Data set (used when the file names none):")
     data = _data_options("upload")
     if file is None:
@@ -128,7 +182,7 @@ def _upload_section(limit_mb: int) -> None:
         up = sidebar.upload_checkpoint(
             path,
             file.name,
-            arch_name=None if arch_name == RECOGNISED else arch_name,
+            arch_name=arch_name,
             arch_kwargs=arch_kwargs,
             data=data,
             max_bytes=limit_mb * MB,
