@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 PAGES = {  # page name in the sidebar -> charts drawn when its results are stored
-    "Connectivity": 5,
+    "Connectivity": 6,
     "Plane": 1,
     "Trajectories": 1,
     "Directions": 3,

@@ -2,17 +2,20 @@
 
 Run: python bench/bench_curves.py [--repeats 5] [--points 61] [--skip-study]
 
-1. Evaluating ``--points`` points of the straight line (BN recalibration + train + test) with
-   landscape.evaluate, against the dnn-mode-connectivity way (its utils.update_bn / test): per
-   point deep-copy the model, load_state_dict the interpolated state, one BN pass in train mode
-   with batch size 128 (momentum None, fresh statistics), then evaluate train and test with
-   batch size 128. Ours runs with the same BN batch size (128), so the numbers must agree
-   (checked to 1e-5); the naive loop runs once at torch's thread count and once with one thread
-   (ours picks one thread for a model this small, see landscape.evaluate). "ours (default)" is
-   what a curve study runs per path: landscape.studies.curve.evaluate_path with the default
-   evaluation data (all metrics, weight norms and sparsity along the path).
+1. Evaluating ``--points`` points of an order-2 curve (BN recalibration + train + test) as
+   ``landscape curve`` runs it (landscape.studies.curve.evaluate_path with the default
+   evaluation data: BN statistics from one batch of all training samples), against the
+   dnn-mode-connectivity way (its utils.update_bn / test): per point deep-copy the model,
+   load_state_dict, one BN pass in train mode (momentum None) with the same BN batching, then
+   train and test evaluation in batches of 128. Both on one torch thread (ours picks one for a
+   model this small; giving the naive loop two contended threads would flatter the ratio).
+   evaluate_path also computes weight norms and sparsity per point, which the naive loop does
+   not: "metrics only" times the evaluation inside it (evaluate_points on the path's basis).
+   Beside it, both with BN batches of 128 (dnn-mode-connectivity's setting). The numbers must
+   agree (checked to 1e-5).
 2. One epoch of curve fitting (fit_curve, epochs=1) against one epoch of plain SGD training of
-   the same model on the same data with the same batch size, both with one torch thread.
+   the same model on the same data, same input layout (channels-last, as fit_curve stores it)
+   and batch size, both with one torch thread.
 3. The whole default study, as ``landscape curve A B`` and the app run it
    (``landscape.studies.run(curve.KIND, CurveConfig(), ...)``, a fresh store): wall time, split
    into fitting and evaluation, and the fitted curve against the straight line.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import tempfile
 import time
@@ -38,10 +42,12 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from landscape.checkpoints import Checkpoint, load_checkpoint
+from landscape.curvepoints import bernstein
 from landscape.curves import BezierCurve, CurveConfig, fit_curve
 from landscape.data import Dataset, batches, load_dataset
+from landscape.evaldata import channels_last
 from landscape.evaluate import EvalData, evaluate_points
-from landscape.params import split_state
+from landscape.params import split_state, unflatten
 from landscape.store import Store
 from landscape.studies import curve, run
 from landscape.studies.base import Context
@@ -52,9 +58,10 @@ NAIVE = ("train_loss", "train_acc", "test_loss", "test_acc")  # what the naive l
 
 @torch.no_grad()
 def naive_point(
-    model: nn.Module, state: dict[str, torch.Tensor], data: Dataset, bs: int = 128
+    model: nn.Module, state: dict[str, torch.Tensor], data: Dataset, bn_bs: int, bs: int = 128
 ) -> dict[str, float]:
-    """dnn-mode-connectivity's way: copy, load, update_bn, then test on train and test."""
+    """dnn-mode-connectivity's way: copy, load, update_bn (BN batches of ``bn_bs``), then test
+    on train and test in batches of ``bs`` (its value; the results do not depend on it)."""
     m = copy.deepcopy(model)
     m.load_state_dict(state)
     for mod in m.modules():
@@ -62,8 +69,8 @@ def naive_point(
             mod.reset_running_stats()
             mod.momentum = None
     m.train()
-    for i in range(0, len(data.x_train), bs):
-        m(data.x_train[i : i + bs])
+    for i in range(0, len(data.x_train), bn_bs):
+        m(data.x_train[i : i + bn_bs])
     m.eval()
     out = {}
     for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
@@ -91,15 +98,30 @@ def with_threads(n: int | None, fn: Callable[[], object]) -> Callable[[], object
 
 
 def interleaved(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each case over ``repeats`` rounds, the order rotating per round."""
+    """Median wall time of each case over ``repeats`` rounds, the order rotating per round.
+    The median process CPU time of each goes to ``CPU[name]`` (less sensitive to other
+    processes on this shared machine; with one thread it is the work done)."""
     names = list(cases)
     times: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             cases[name]()
             times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    CPU.update({n: statistics.median(t) for n, t in cpu.items()})
     return {n: statistics.median(t) for n, t in times.items()}
+
+
+CPU: dict[str, float] = {}  # median CPU seconds of the last interleaved() cases
+
+
+def _curve(pa: dict, pb: dict) -> BezierCurve:
+    """An order-2 curve (the default) with its bend a little off the line, as after fitting."""
+    gen = torch.Generator().manual_seed(0)
+    bend = {n: (pa[n] + pb[n]) / 2 + 0.05 * torch.randn(pa[n].shape, generator=gen) for n in pa}
+    return BezierCurve(pa, pb, bends=[bend])
 
 
 def bench_evaluation(a: Checkpoint, b: Checkpoint, data: Dataset, points: int, repeats: int):
@@ -107,53 +129,76 @@ def bench_evaluation(a: Checkpoint, b: Checkpoint, data: Dataset, points: int, r
     pa, _ = split_state(model, a.state)
     pb, _ = split_state(model, b.state)
     ts = np.linspace(0, 1, points)
-    line = BezierCurve(pa, pb, order=1)
+    path = _curve(pa, pb)
+    states = [{**a.state, **{n: v.clone() for n, v in path.point(float(t)).items()}} for t in ts]
+    default = EvalData.from_dataset(data)  # what `landscape curve` and the app use
 
-    def naive() -> dict[str, np.ndarray]:
-        rows = []
-        for t in ts:
-            state = {k: (1 - t) * pa[k] + t * pb[k] if k in pa else v for k, v in a.state.items()}
-            rows.append(naive_point(model, state, data))
-        return {m: np.array([r[m] for r in rows]) for m in NAIVE}
+    def naive(bn_bs: int) -> Callable[[], dict[str, np.ndarray]]:
+        def loop() -> dict[str, np.ndarray]:
+            rows = [naive_point(model, s, data, bn_bs) for s in states]
+            return {m: np.array([r[m] for r in rows]) for m in NAIVE}
 
-    same_bn = EvalData.from_dataset(data, batch_size=128, eval_batch_size=128)
-    default = EvalData.from_dataset(data)
+        return loop
 
     def ours(evdata: EvalData) -> Callable[[], dict[str, np.ndarray]]:
-        coords = np.stack([1 - ts, ts], 1)  # the line: basis [A, B], coords [1 - t, t]
-        return lambda: evaluate_points(model, [line.start, line.end], coords, evdata)
-
-    def ours_path() -> dict[str, np.ndarray]:
         """What the curve study runs for one path (no store key: nothing resumed or saved)."""
-        with tempfile.TemporaryDirectory() as tmp:
-            context = Context(Store(tmp), "curve", "", None, (0, 1))
-            return curve.evaluate_path(model, line, ts, default, context).columns
 
-    want, got = naive(), ours(same_bn)()
-    worst = max(float(np.max(np.abs(got[m] - want[m]))) for m in NAIVE)
-    assert worst < 1e-5, f"ours and the naive loop differ by {worst}"
-    path = ours_path()
-    worst_default = max(float(np.max(np.abs(path[m] - want[m]))) for m in NAIVE)
-    threads = torch.get_num_threads()
+        def run_path() -> dict[str, np.ndarray]:
+            with tempfile.TemporaryDirectory() as tmp:
+                context = Context(Store(tmp), "curve", "", None, (0, 1))
+                return curve.evaluate_path(model, path, ts, evdata, context).columns
+
+        return run_path
+
+    coeffs = bernstein(path.order, torch.as_tensor(ts, dtype=torch.float64)).numpy()
+    basis = [unflatten(w, path.start) for w in path.controls().detach()]
+
+    def ours_metrics() -> dict[str, np.ndarray]:
+        """Only the metrics (the naive loop's work): the evaluation inside evaluate_path."""
+        return evaluate_points(model, basis, coeffs, default)
+
+    bn_all = default.batch_size  # one BN batch of all 1347 training samples
+    small = EvalData.from_dataset(data, batch_size=128)
+    for name, evdata, bs in (("default", default, bn_all), ("BN batch 128", small, 128)):
+        want, got = with_threads(1, naive(bs))(), ours(evdata)()
+        worst = max(float(np.max(np.abs(got[m] - want[m]))) for m in NAIVE)
+        print(f"   max |ours - naive| ({name} BN batching), all metrics and points: {worst:.1e}")
+        assert worst < 1e-5, f"ours and the naive loop differ by {worst}"
     med = interleaved(
         {
-            f"naive ({threads} threads)": naive,
-            "naive (1 thread)": with_threads(1, naive),
-            "ours (BN batch 128)": ours(same_bn),
-            "ours (default: evaluate_path)": ours_path,
+            "naive, BN in one batch (default)": with_threads(1, naive(bn_all)),
+            "ours, default (evaluate_path)": ours(default),
+            "ours, default, metrics only": ours_metrics,
+            "naive, BN batch 128": with_threads(1, naive(128)),
+            "ours, BN batch 128": ours(small),
         },
         repeats,
     )
-    print(f"1. evaluating {points} points (BN recalibration + train + test), median of {repeats}")
-    print(f"   max |ours - naive| over all metrics and points: {worst:.2e}")
-    print(f"   max |ours (default, one BN batch) - naive (BN batch 128)|: {worst_default:.2e}")
+    print(
+        f"1. {points} points of an order-2 curve (BN recalibration + train + test), digits CNN,"
+        f" 1 torch thread for both, median of {repeats}"
+    )
     for name, sec in med.items():
-        print(f"   {name:<30} {sec:7.3f} s  {1e3 * sec / points:7.2f} ms/point")
-    base = med["ours (BN batch 128)"]
-    default_s = med["ours (default: evaluate_path)"]
-    for name in (f"naive ({threads} threads)", "naive (1 thread)"):
-        print(f"   speed-up of ours (BN batch 128) over {name}: {med[name] / base:.2f}x")
-        print(f"   speed-up of ours (default) over {name}: {med[name] / default_s:.2f}x")
+        print(
+            f"   {name:<34} {sec:7.3f} s  {1e3 * sec / points:7.2f} ms/point"
+            f"  (CPU {CPU[name]:.3f} s)"
+        )
+    for setting, ours_name, naive_name in (
+        ("default settings", "ours, default (evaluate_path)", "naive, BN in one batch (default)"),
+        (
+            "defaults, metrics only",
+            "ours, default, metrics only",
+            "naive, BN in one batch (default)",
+        ),
+        ("BN batch 128", "ours, BN batch 128", "naive, BN batch 128"),
+    ):
+        ratio = med[naive_name] / med[ours_name]
+        print(
+            f"   {setting}: ours {med[ours_name]:.3f} s vs naive {med[naive_name]:.3f} s:"
+            f" {ratio:.2f}x (CPU time {CPU[naive_name] / CPU[ours_name]:.2f}x; goal >= 3x at"
+            " the defaults)"
+        )
+    print(f"   load average {os.getloadavg()}")
 
 
 def bench_fit_epoch(a: Checkpoint, b: Checkpoint, data: Dataset, repeats: int):
@@ -163,9 +208,9 @@ def bench_fit_epoch(a: Checkpoint, b: Checkpoint, data: Dataset, repeats: int):
         model = a.build_model().train()
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
         gen = torch.Generator().manual_seed(0)
-        for xb, yb in batches(
-            data.x_train, data.y_train, cfg.batch_size, shuffle=True, generator=gen
-        ):
+        # The input layout fit_curve uses (channels-last), so that only the fitting differs.
+        x = channels_last(data.x_train)
+        for xb, yb in batches(x, data.y_train, cfg.batch_size, shuffle=True, generator=gen):
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -181,7 +226,9 @@ def bench_fit_epoch(a: Checkpoint, b: Checkpoint, data: Dataset, repeats: int):
     print(f"2. one epoch, batch size {cfg.batch_size}, 1 thread, median of {repeats}")
     for name, sec in med.items():
         print(f"   {name:<30} {sec:7.3f} s")
-    print(f"   curve fit / plain SGD: {med['curve fit epoch'] / med['plain SGD epoch']:.2f}x")
+    ratio = med["curve fit epoch"] / med["plain SGD epoch"]
+    print(f"   curve fit / plain SGD (same channels-last input): {ratio:.2f}x")
+    print(f"   load average {os.getloadavg()}")
 
 
 def bench_study(a: Checkpoint, b: Checkpoint):

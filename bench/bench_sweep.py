@@ -1,15 +1,16 @@
-"""Time a gRDA sweep with parallel worker processes against the same trainings one by one.
+"""Time a gRDA sweep with 2 worker processes (and 2 torchrun-style ranks) against 1 process.
 
-Run: python bench/bench_sweep.py [--epochs 5] [--workers 2] [--repeats 3] [--device cpu]
+Run: python bench/bench_sweep.py [--epochs 20] [--workers 2] [--repeats 2] [--device cpu]
 
 The sweep is 3 values of c x 4 values of mu x 1 seed on digits with the default cnn, every run
-from one shared initial checkpoint; epochs are cut to 5 (the default study uses 60) to keep the
-benchmark short. Both sides run end to end as ``python -m landscape sweep`` in a fresh process,
-into a fresh folder: the baseline with ``--workers 1`` (the 12 trainings one after another in
-one process, torch's default thread count), the same with one torch thread
-(``OMP_NUM_THREADS=1``: on a shared, busy machine a multi-threaded small model can lose more to
-waiting threads than it gains), and ``--workers N`` (N spawned processes with cores // N threads
-each). Repeats are interleaved (the order rotates); the medians and their ratios are printed.
+from one shared initial checkpoint, 20 epochs (the default study uses 60). Every arm runs end
+to end as ``python -m landscape sweep`` in a fresh process, into a fresh folder (interpreter and
+imports included): ``--workers 1`` (the runs one after another), ``--workers N`` (N processes
+forked from one forkserver, living for the whole sweep, taking runs from a queue) and
+``--launcher N`` (N ranks as torchrun starts them, each training its share). Repeats are
+interleaved (the order rotates); the medians, their ratios and the load average before each
+arm are printed, and the run files of every arm are compared with the sequential ones (bytes;
+run.json without ``wall_time_s``, the one field that differs).
 """
 
 import argparse
@@ -29,23 +30,37 @@ C = "0.001,0.002,0.005"
 MU = "0.51,0.55,0.6,0.7"
 
 
-def run_sweep_process(
-    out: Path, init: Path, workers: int, epochs: int, device: str, threads: int | None
-) -> float:
-    """Wall time of one ``landscape sweep`` process (interpreter start included)."""
+def run_sweep_process(out: Path, init: Path, option: list[str], epochs: int, device: str) -> float:
+    """Wall time of one ``landscape sweep`` process (interpreter start and exit included).
+
+    Output goes to a file, not a pipe: what is timed is the process a shell waits for, not
+    the fork server's own exit, which holds the pipe ~1 s longer while it tears torch down.
+    """
     cmd = [sys.executable, "-m", "landscape", "sweep", "--c", C, "--mu", MU, "--seeds", "0"]
     cmd += ["--arch", "cnn", "--epochs", str(epochs), "--lr", "0.1", "--snapshots", "2"]
-    cmd += ["--init", str(init), "--workers", str(workers), "--device", device, "--out", str(out)]
-    env = dict(os.environ)
-    if threads is not None:
-        env["OMP_NUM_THREADS"] = str(threads)
+    cmd += ["--init", str(init), "--device", device, "--out", str(out), *option]
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)
+    with open(out.parent / f"{out.name}.log", "w") as log:
+        subprocess.run(cmd, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
     return time.perf_counter() - start
 
 
+def run_files(out: Path) -> dict[str, bytes]:
+    """Every file under runs/, run.json without its wall time."""
+    files = {}
+    for path in sorted((out / "runs").rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            if path.name == "run.json":
+                record = json.loads(data)
+                del record["wall_time_s"]
+                data = json.dumps(record, sort_keys=True).encode()
+            files[str(path.relative_to(out))] = data
+    return files
+
+
 def training_seconds(out: Path) -> float:
-    """Sum of the runs' own wall times (train() calls, data loading included)."""
+    """Sum of the runs' own wall times (their train() calls; the first one warms imports up)."""
     rows = json.loads((out / "sweep.json").read_text())["rows"]
     return sum(r["wall_time_s"] for r in rows)
 
@@ -56,18 +71,21 @@ def fmt(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    arms = {  # name: (workers, torch threads of the main process; None = torch's default)
-        "sequential": (1, None),
-        "sequential_1thread": (1, 1),
-        "parallel": (args.workers, None),
+    n = str(args.workers)
+    arms = {
+        "sequential": ["--workers", "1"],
+        "workers": ["--workers", n],
+        "launcher": ["--launcher", n],
     }
     times: dict[str, list[float]] = {name: [] for name in arms}
-    train_s: dict[str, list[float]] = {name: [] for name in arms}
+    loads: dict[str, list[float]] = {name: [] for name in arms}
+    same = True
+    train_s: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         init = root / "init.safetensors"
@@ -76,26 +94,35 @@ def main() -> None:
         for rep in range(args.repeats):
             for name in names[rep % 3 :] + names[: rep % 3]:
                 out = root / f"{name}_{rep}"
-                workers, threads = arms[name]
-                t = run_sweep_process(out, init, workers, args.epochs, args.device, threads)
+                loads[name].append(os.getloadavg()[0])
+                t = run_sweep_process(out, init, arms[name], args.epochs, args.device)
                 times[name].append(t)
-                train_s[name].append(training_seconds(out))
-                print(f"repeat {rep}: {name:<18} {t:7.1f} s wall", flush=True)
+                print(f"repeat {rep}: {name:<10} {t:7.1f} s wall (load {loads[name][-1]:.2f})")
+            train_s.append(training_seconds(root / f"sequential_{rep}"))
+            reference = run_files(root / f"sequential_{rep}")
+            for name in names[1:]:
+                same &= run_files(root / f"{name}_{rep}") == reference
     med = {name: statistics.median(v) for name, v in times.items()}
     print(f"sweep 3 c x 4 mu x 1 seed, digits, cnn, {args.epochs} epochs, device {args.device}")
-    for name, (workers, threads) in arms.items():
-        each = "cores // workers" if workers > 1 else threads or "default"
-        what = f"{workers} worker(s), {each} thread(s)"
-        print(f"{name:<18} {what:<32} median wall {med[name]:7.1f} s  ({fmt(times[name])})")
-    print(f"speed-up sequential / parallel:          {med['sequential'] / med['parallel']:.2f}x")
     print(
-        "speed-up sequential_1thread / parallel:  "
-        f"{med['sequential_1thread'] / med['parallel']:.2f}x"
+        f"cores {os.cpu_count()}; 1-minute load average before each arm: {fmt(sum(loads.values(), []))}"
     )
-    for name in arms:
+    for name, option in arms.items():
         print(
-            f"{name:<18} median sum of per-run train() time {statistics.median(train_s[name]):.1f} s"
+            f"{name:<10} {' '.join(option):<14} median wall {med[name]:7.1f} s  ({fmt(times[name])})"
         )
+    print(f"speed-up sequential / {n} workers:     {med['sequential'] / med['workers']:.2f}x")
+    print(f"speed-up sequential / launcher {n}:    {med['sequential'] / med['launcher']:.2f}x")
+    # What the sequential arm's own split predicts for idle cores: its start-up (wall minus
+    # the runs' train() time) once, the runs shared by N processes (Amdahl; no contention).
+    train_med = statistics.median(train_s)
+    start = med["sequential"] - train_med
+    ideal = start + train_med / args.workers
+    print(
+        f"sequential: {train_med:.1f} s in train(), {start:.1f} s start-up; with {n} idle cores "
+        f"{n} workers would take >= {ideal:.1f} s, at most {med['sequential'] / ideal:.2f}x"
+    )
+    print(f"run files identical to the sequential sweep: {same}")
 
 
 if __name__ == "__main__":

@@ -139,7 +139,24 @@ def study_cost(kind: str, cfg, n_train: int) -> Cost:
     if kind == "sweep":
         runs = len(cfg.c) * len(cfg.mu) * len(cfg.seeds)
         return sweep_cost(runs, cfg.train.epochs, magnitude=cfg.magnitude)
+    if kind == "frontier":  # one pair: frontier_cost(cfg, rows) for a whole sweep
+        return frontier_cost(cfg, 1)
+    if kind == "threeway":
+        return threeway_cost(cfg)
     raise ValueError(f"no cost model for study kind {kind!r}")
+
+
+def frontier_cost(cfg, rows: int) -> Cost:
+    """A connectivity frontier (``CurveConfig``): one curve study per sweep row."""
+    one = curve_cost(cfg)
+    return Cost(one.passes * rows, one.points * rows, cfg.bn_subset)
+
+
+def threeway_cost(cfg) -> Cost:
+    """A three-way study (``ThreewayConfig``): the twin, three curves and the plane."""
+    twin = Cost(passes=TRAIN_EPOCH_PASSES * cfg.finetune_epochs + 2.0)
+    curves = frontier_cost(cfg.curve, 3)
+    return twin + curves + grid_cost(cfg.plane)
 
 
 def sweep_cost(runs: int, epochs: int, *, magnitude: bool = False) -> Cost:

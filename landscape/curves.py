@@ -1,12 +1,15 @@
-"""Bezier curves between two minima (Garipov et al. 2018): fit the bends, evaluate along paths.
+"""Curves between two minima (Garipov et al. 2018): fit the bends, evaluate along paths.
 
 A curve of order k between weight points w_0 (checkpoint A) and w_k (checkpoint B) with bends
-w_1..w_{k-1} is phi(t) = sum_i C(k,i) t^i (1-t)^(k-i) w_i, t in [0, 1]. The endpoints are
-fixed, the bends start on the straight line and are fitted by minimising E_{t~U(0,1)}
-loss(phi(t)) with t drawn per mini-batch. Any ``nn.Module`` works: points are named parameter
-dicts fed through ``torch.func.functional_call``; no layer is rewritten. Buffers (BatchNorm
-running statistics) are never interpolated: during fitting BN uses batch statistics, and every
-evaluated point gets statistics recomputed from training data (:mod:`landscape.evaluate`).
+w_1..w_{k-1} is a Bezier curve phi(t) = sum_i C(k,i) t^i (1-t)^(k-i) w_i, or a polygonal chain
+through w_0..w_k (``curve_type="polychain"``; :mod:`landscape.curvepoints`), t in [0, 1]. The
+endpoints are fixed, the bends start on the straight line and are fitted by minimising
+E_{t~U(0,1)} loss(phi(t)) with t drawn per mini-batch. A masked curve (``masked=True``) keeps
+every point at exactly zero where B's prunable weights are zero: is there a path of sparse
+models? Any ``nn.Module`` works: points are named parameter dicts fed through
+``torch.func.functional_call``; no layer is rewritten. Buffers (BatchNorm running statistics)
+are never interpolated: during fitting BN uses batch statistics, and every evaluated point gets
+statistics recomputed from training data (:mod:`landscape.evaluate`).
 """
 
 from __future__ import annotations
@@ -25,20 +28,24 @@ from torch import nn
 from torch.func import functional_call
 
 from landscape.checkpoints import Checkpoint, CheckpointError
+from landscape.curvepoints import CURVE_TYPES, BezierCurve, bernstein, curve_weights
 from landscape.data import Dataset, batches
 from landscape.evaluate import (
     channels_last,
     small_model_threads,
 )
-from landscape.params import Named, flatten, has_batchnorm, split_state, unflatten
+from landscape.models import prunable_names
+from landscape.params import Named, flatten, has_batchnorm, split_state
 from landscape.progress import Progress
 from landscape.store import atomic_write
 from landscape.train import Loop, lr_factor
 
 __all__ = [
+    "CURVE_TYPES",
     "BezierCurve",
     "CurveConfig",
     "bernstein",
+    "curve_weights",
     "curve_bytes",
     "curve_hash",
     "given_config",
@@ -52,15 +59,18 @@ __all__ = [
 MAX_ORDER = 20  # higher orders lose the Bernstein weights to rounding (NaN paths)
 MAX_POINTS = 100_001  # values of t a curve study evaluates at most
 _CURVE_FORMAT = "landscape-curve"
-_CURVE_VERSION = 1
+_CURVE_VERSION = 2  # 2: curve_type and mask (written only when not a plain Bezier curve)
 _FIT_FIELDS = ("order", "epochs", "lr", "momentum", "weight_decay", "batch_size", "lr_schedule")
+_SHAPE_FIELDS = ("curve_type", "masked")  # what a fitted curve is, besides its fit settings
 
 
 @dataclass
 class CurveConfig:
     """How a curve between two checkpoints is fitted and evaluated (stored with the result)."""
 
-    order: int = 2  # Bezier order k: k - 1 trainable bends; 1 is the straight line
+    order: int = 2  # order k: k - 1 trainable bends; 1 is the straight line
+    curve_type: str = "bezier"  # bezier (Bernstein weights) or polychain (piecewise linear)
+    masked: bool = False  # keep the curve at 0 where B's prunable weights are (sparse path)
     epochs: int = 20  # passes over the training data while fitting the bends; 0: no fit
     lr: float = 0.05  # SGD learning rate of the bends
     momentum: float = 0.9  # SGD momentum
@@ -82,6 +92,10 @@ class CurveConfig:
             raise ValueError(
                 f"order must be in [1, {MAX_ORDER}] (1 is the straight line), got {self.order}"
             )
+        if self.curve_type not in CURVE_TYPES:
+            raise ValueError(
+                f"curve_type must be one of {', '.join(CURVE_TYPES)}, got {self.curve_type!r}"
+            )
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if not self.lr > 0 or not math.isfinite(self.lr):
@@ -100,117 +114,6 @@ class CurveConfig:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         lr_factor(self.lr_schedule, 0.0)  # raises on an unknown schedule name
-
-
-def bernstein(k: int, t: torch.Tensor | float | list[float]) -> torch.Tensor:
-    """Bernstein basis of degree ``k`` at the values ``t``.
-
-    Args:
-        k: degree (the curve's order), >= 0.
-        t: values in [0, 1]: a number, a list or a 1-d tensor.
-
-    Returns:
-        (len(t), k + 1) tensor with entries C(k, i) t^i (1 - t)^(k - i); rows sum to 1.
-    """
-    if k < 0:
-        raise ValueError(f"degree must be >= 0, got {k}")
-    t = torch.as_tensor(t, dtype=torch.get_default_dtype()).reshape(-1, 1)  # (n, 1)
-    i = torch.arange(k + 1, device=t.device)  # (k + 1,)
-    binom = torch.tensor([math.comb(k, j) for j in range(k + 1)], dtype=t.dtype, device=t.device)
-    # pow(0, 0) == 1, so the endpoints get exactly (1, 0, ..., 0) and (0, ..., 0, 1).
-    return binom * t**i * (1 - t) ** (k - i)  # (n, k + 1)
-
-
-class BezierCurve:
-    """A Bezier curve in weight space with fixed endpoints and trainable bends.
-
-    The control points are kept as flat vectors in the order of ``names``; the named dicts
-    returned by :meth:`point` and :attr:`bends` are views into them.
-
-    Args:
-        start: named parameters at t = 0 (checkpoint A).
-        end: named parameters at t = 1 (checkpoint B), same names and shapes.
-        bends: the k - 1 inner control points as named dicts; None: ``order - 1`` bends
-            evenly spaced on the straight line (where the fit starts).
-        order: the order k when ``bends`` is None (default 2); ignored otherwise.
-
-    Attributes:
-        names: parameter names, the order of the flat vectors.
-        ends: (2, P) the fixed endpoints; inner: (k - 1, P) the bends (trained by fit_curve).
-        history: per-epoch mean training loss of the fit (empty if not fitted).
-    """
-
-    def __init__(
-        self,
-        start: Named,
-        end: Named,
-        bends: list[Named] | None = None,
-        *,
-        order: int = 2,
-    ):
-        if list(start) != list(end) or any(start[n].shape != end[n].shape for n in start):
-            raise ValueError("the endpoints must have the same parameter names and shapes")
-        self.names = list(start)
-        self._like = {n: start[n].detach() for n in self.names}
-        a = flatten(start, self.names).detach()
-        b = flatten(end, self.names).detach()
-        self.ends = torch.stack([a, b])  # (2, P)
-        if bends is None:
-            if order < 1:
-                raise ValueError(f"order must be >= 1 (1 is the straight line), got {order}")
-            s = torch.arange(1, order, dtype=a.dtype, device=a.device)[:, None] / order
-            inner = (1 - s) * a + s * b  # (k - 1, P)
-        elif bends:
-            inner = torch.stack([flatten(w, self.names).to(a) for w in bends])
-        else:
-            inner = a.new_zeros((0, a.numel()))  # order 1: the straight line
-        self.inner = inner.detach().clone()  # (k - 1, P), the trainable part
-        self.history: list[float] = []  # per-epoch mean training loss of the fit
-
-    @property
-    def order(self) -> int:
-        return self.inner.shape[0] + 1
-
-    @property
-    def start(self) -> Named:
-        return unflatten(self.ends[0], self._like)
-
-    @property
-    def end(self) -> Named:
-        return unflatten(self.ends[1], self._like)
-
-    @property
-    def bends(self) -> list[Named]:
-        """The inner control points as named dicts (detached views)."""
-        return [unflatten(w, self._like) for w in self.inner.detach()]
-
-    def to(self, device: str | torch.device) -> BezierCurve:
-        """Move the control points to ``device`` (in place); returns self."""
-        self.ends = self.ends.to(device)
-        self.inner = self.inner.detach().to(device)
-        self._like = {n: v.to(device) for n, v in self._like.items()}
-        return self
-
-    def controls(self) -> torch.Tensor:
-        """(k + 1, P) control points w_0..w_k as flat vectors (differentiable in the bends)."""
-        return torch.cat([self.ends[:1], self.inner, self.ends[1:]])
-
-    def flat_points(self, t: torch.Tensor | float | list[float]) -> torch.Tensor:
-        """phi at the values ``t`` as flat vectors, (len(t), P)."""
-        t = torch.as_tensor(t, dtype=self.ends.dtype).reshape(-1)
-        if not bool(((t >= 0) & (t <= 1)).all()):  # also catches NaN
-            bad = t[~((t >= 0) & (t <= 1))][0].item()
-            raise ValueError(f"t must be in [0, 1], got {bad}")
-        coeffs = bernstein(self.order, t).to(self.ends)  # (n, k + 1)
-        return coeffs @ self.controls()  # (n, P)
-
-    def point(self, t: float | torch.Tensor) -> Named:
-        """The weight point phi(t) as named tensors (views of one flat vector).
-
-        Raises:
-            ValueError: t outside [0, 1].
-        """
-        return unflatten(self.flat_points(t)[0], self._like)
 
 
 def _endpoint_model(a: Checkpoint, b: Checkpoint) -> nn.Module:
@@ -245,15 +148,16 @@ def fit_curve(
     *,
     progress: Progress | None = None,
 ) -> BezierCurve:
-    """Fit the bends of a Bezier curve from ``a`` to ``b`` on the training data.
+    """Fit the bends of a curve (Bezier or polychain) from ``a`` to ``b`` on the training data.
 
     Minimises the mean cross-entropy at phi(t), t ~ U(0, 1) drawn per mini-batch, with SGD
     (momentum, weight decay on the bends) under ``cfg.lr_schedule``. BatchNorm layers run in
-    train mode (batch statistics).
+    train mode (batch statistics). A masked curve (``cfg.masked``) starts at A projected onto
+    B's zero mask and its bends are projected onto it at the start and after every step.
 
     Args:
         a, b: the endpoints (same architecture).
-        cfg: order, epochs, lr, momentum, weight_decay, batch_size, lr_schedule, seed, device.
+        cfg: curve_type, masked, order, epochs, lr, momentum, weight_decay, batch_size, lr_schedule, seed, device.
         data: the training data (``x_train``, ``y_train``).
         progress: ``progress(step, total, "fitting curve")`` callback.
 
@@ -264,7 +168,9 @@ def fit_curve(
     model, pa, pb = endpoint_params(a, b)
     device = torch.device(cfg.device)
     model.to(device)
-    curve = BezierCurve(pa, pb, order=cfg.order).to(device)
+    curve = BezierCurve(pa, pb, order=cfg.order, kind=cfg.curve_type).to(device)
+    if cfg.masked:
+        curve.mask_to_end(prunable_names(model))
     if cfg.order == 1 or cfg.epochs == 0:
         return curve
     curve.inner.requires_grad_()
@@ -288,7 +194,7 @@ def fit_curve(
 
 @dataclass
 class _Fit:
-    """One curve fit: the training :class:`~landscape.train.Loop` with a per-batch Bezier point.
+    """One curve fit: the training :class:`~landscape.train.Loop` with a per-batch curve point.
 
     The loop is the one :func:`landscape.train.train` uses; only the forward pass differs: each
     mini-batch draws t ~ U(0, 1) from the fit's random stream (after the batch order, as
@@ -318,6 +224,7 @@ class _Fit:
         seen = [0]
 
         def after_step(_step: int, loss: torch.Tensor, _logits, yb: torch.Tensor) -> None:
+            self.curve.project()  # a masked curve stays on B's mask after every step
             loss_sum.add_(loss.detach() * len(yb))
             seen[0] += len(yb)
 
@@ -334,7 +241,8 @@ def curve_hash(curve: BezierCurve) -> str:
     """Content hash of a curve's control points, per parameter in sorted name order (name,
     shape, its k + 1 values): one hash for a research ``.pt`` and its ``.safetensors``."""
     controls = curve.controls().detach().cpu()  # (k + 1, P)
-    h = hashlib.sha256(f"order {curve.order}|".encode())
+    kind = "" if curve.kind == "bezier" else f"{curve.kind}|"  # Bezier hashes as before
+    h = hashlib.sha256(f"order {curve.order}|{kind}".encode())
     offsets, start = {}, 0
     for n, v in curve._like.items():
         offsets[n] = (start, v.numel(), tuple(v.shape))
@@ -346,10 +254,21 @@ def curve_hash(curve: BezierCurve) -> str:
     return h.hexdigest()[:16]
 
 
-def given_config(cfg: CurveConfig, order: int) -> dict[str, Any]:
-    """What a given (not fitted) curve's result records: order, evaluation settings."""
-    out = {k: v for k, v in asdict(cfg).items() if k not in _FIT_FIELDS and k != "seed"}
-    return {"order": order, **out}
+def given_config(cfg: CurveConfig, order: int, kind: str = "bezier") -> dict[str, Any]:
+    """What a given (not fitted) curve's result records: order, type, evaluation settings."""
+    skip = (*_FIT_FIELDS, *_SHAPE_FIELDS, "seed")
+    out = {k: v for k, v in asdict(cfg).items() if k not in skip}
+    return {"order": order, "curve_type": kind, **out}
+
+
+def _shape_meta(curve: BezierCurve) -> dict[str, Any]:
+    """A curve file's type and mask: empty for a plain Bezier curve (its file as before)."""
+    out: dict[str, Any] = {}
+    if curve.kind != "bezier":
+        out["curve_type"] = curve.kind
+    if curve.masked:
+        out["mask"] = {"of": "end", "names": list(curve.masked)}
+    return out
 
 
 def curve_bytes(curve: BezierCurve, a: Checkpoint, b: Checkpoint, cfg: CurveConfig | None) -> bytes:
@@ -359,9 +278,11 @@ def curve_bytes(curve: BezierCurve, a: Checkpoint, b: Checkpoint, cfg: CurveConf
         for i, bend in enumerate(curve.bends, start=1)
         for n, v in bend.items()
     }
+    shape = _shape_meta(curve)
+    given = {"order": curve.order, **({"curve_type": curve.kind} if "curve_type" in shape else {})}
     meta = {
         "format": _CURVE_FORMAT,
-        "version": _CURVE_VERSION,
+        "version": _CURVE_VERSION if shape else 1,
         "order": curve.order,
         "names": curve.names,
         "endpoints": {
@@ -369,8 +290,9 @@ def curve_bytes(curve: BezierCurve, a: Checkpoint, b: Checkpoint, cfg: CurveConf
             for e, c in (("a", a), ("b", b))
         },
         "arch": a.arch,
-        "config": asdict(cfg) if cfg is not None else {"order": curve.order},
+        "config": asdict(cfg) if cfg is not None else given,
         "history": curve.history,
+        **shape,
     }
     return save(tensors, metadata={_CURVE_FORMAT: json.dumps(meta)})
 
@@ -382,7 +304,9 @@ def save_curve(
 
     The tensors are ``bend{i}.{param name}`` (i = 1..k-1); the metadata holds the endpoints'
     hashes (full and :attr:`~landscape.checkpoints.Checkpoint.param_hash`) and names, the
-    architecture, the config (None: a given curve, its order only) and the fit history. The
+    architecture, the config (None: a given curve, its order only) and the fit history, and
+    for other than plain Bezier curves the ``curve_type`` and the ``mask`` (the names of the
+    tensors kept at zero where B is; A is projected again on loading). The
     endpoints are not stored: :func:`load_curve` takes them and checks their hashes.
 
     Returns:
@@ -484,9 +408,22 @@ def load_curve(path: str | Path, a: Checkpoint, b: Checkpoint) -> BezierCurve:
         bends.append(bend)
     if len(tensors) != (order - 1) * len(pa):
         raise CheckpointError(f"{path}: unexpected tensors for an order-{order} curve")
-    curve = BezierCurve(pa, pb, bends)
+    curve = BezierCurve(pa, pb, bends, kind=_meta_kind(path, meta))
     curve.history = [float(v) for v in meta.get("history", [])]
+    mask = meta.get("mask")
+    if mask is not None:
+        names = mask.get("names") if isinstance(mask, dict) else None
+        if not isinstance(names, list) or not set(names) <= set(pa):
+            raise CheckpointError(f"{path}: invalid curve mask {mask!r}")
+        curve.mask_to_end(names)
     return curve
+
+
+def _meta_kind(path: Path, meta: dict[str, Any]) -> str:
+    kind = meta.get("curve_type", "bezier")
+    if kind not in CURVE_TYPES:
+        raise CheckpointError(f"{path}: unknown curve type {kind!r}")
+    return kind
 
 
 def joins(curve: BezierCurve, pa: Named, pb: Named) -> bool:

@@ -5,7 +5,8 @@ Each rank evaluates the points ``i`` with ``i % world == rank`` (``evaluate_poin
 ranks' arrays (NaN where not evaluated) are summed with one ``all_reduce`` so every rank holds
 the full result, and rank 0 alone writes it to the store. Ranks come from torchrun's environment
 (``torchrun --nproc_per_node N -m landscape plane ...``) or from :func:`launch`, which starts N
-local copies of the same command line with that environment.
+local copies of the same command line with that environment. Sweeps share their training runs
+the same way (:func:`landscape.sweep.run_sweep`, with :func:`barrier` between the stages).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -37,6 +39,7 @@ from landscape.store import Store
 __all__ = [
     "LAUNCHED",
     "Group",
+    "barrier",
     "broadcast",
     "current_shard",
     "evaluate_sharded",
@@ -77,8 +80,14 @@ def current_shard() -> tuple[int, int]:
     return 0, 1
 
 
+def barrier() -> None:
+    """Wait for every rank of the initialised process group; nothing without one."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
 @contextmanager
-def process_group(device: str = "cpu") -> Iterator[Group]:
+def process_group(device: str = "cpu", *, timeout_s: float | None = None) -> Iterator[Group]:
     """Join the process group that torchrun's environment describes, for the ``with`` block.
 
     Without ``WORLD_SIZE`` > 1 in the environment (a plain run) nothing is initialised and the
@@ -86,6 +95,8 @@ def process_group(device: str = "cpu") -> Iterator[Group]:
 
     Args:
         device: "cpu" or "cuda" as given on the command line.
+        timeout_s: how long a collective waits for the other ranks (None: torch's default,
+            30 minutes for gloo; a sweep's barrier waits for whole trainings).
 
     Returns:
         A context manager yielding the :class:`Group`.
@@ -102,7 +113,9 @@ def process_group(device: str = "cpu") -> Iterator[Group]:
     if "OMP_NUM_THREADS" not in os.environ:
         # N ranks on one machine share its cores; more threads than cores thrash.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", init_method="env://")
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    wait = {} if timeout_s is None else {"timeout": timedelta(seconds=timeout_s)}
+    dist.init_process_group(backend, init_method="env://", **wait)
     try:
         yield Group(rank, world, device)
     finally:
@@ -161,7 +174,7 @@ def launch(nproc: int, argv: list[str], *, poll_s: float = 0.2) -> int:
     """Run ``python -m landscape argv`` as ``nproc`` local ranks of one process group.
 
     Sets the same environment variables as torchrun (RANK, WORLD_SIZE, LOCAL_RANK,
-    MASTER_ADDR, MASTER_PORT) and :data:`LAUNCHED`. If one rank fails the others are stopped,
+    LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) and :data:`LAUNCHED`. If one rank fails the others are stopped,
     so nobody waits for it in a collective. The ranks never outlive the launcher: each runs in
     its own process group, which is stopped when the launcher returns, raises or gets
     SIGTERM/SIGHUP/SIGINT, and each gets SIGKILL from the kernel if the launcher is killed.
@@ -186,6 +199,7 @@ def launch(nproc: int, argv: list[str], *, poll_s: float = 0.2) -> int:
     try:
         for rank in range(nproc):
             env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), LAUNCHED: "1"}
+            env["LOCAL_WORLD_SIZE"] = str(nproc)  # as torchrun: ranks sharing this machine
             env |= {"WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
             cmd = [sys.executable, "-m", "landscape", *argv]
             procs.append(subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=preexec))

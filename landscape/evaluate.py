@@ -11,23 +11,31 @@ named reductions of logits: adding one is one line in :data:`REDUCTIONS`. Long c
 save partial results in the store (a killed run resumes) and shard over processes.
 
 Where the time goes, and what is done about it (bench/bench_surfaces.py, bench/bench_curves.py;
-digits, this 2-core CPU, one thread):
+digits, this 2-core CPU, one thread; profiled with torch.profiler and cProfile):
 
 * First layer reused: a Linear/Conv layer's output is linear in its parameters, so when the
   network starts with one (checked on a few samples) its responses to each basis vector are
-  computed once and combined per point, for the BN pass and the evaluation alike. Measured on a
-  21x21 plane: 0.38 ms/point against 0.52 with the layer recomputed (MLP), and 2.6x the naive
-  per-point loop on the BN CNN. The k cached responses of N rows are bounded by
-  ``budget_bytes``; beyond it, or for other networks, points are evaluated plainly.
+  computed once and combined per point, for the BN pass and the evaluation alike. The k cached
+  responses of N rows are bounded by ``budget_bytes``; beyond it, or for other networks,
+  points are evaluated plainly.
+* BN statistics (:class:`~landscape.evaldata.BatchNormPass`): eval mode, each BN layer
+  normalising with the batch's own statistics, computed in float64 across cache-sized chunks;
+  the train-mode pass over one batch of all 1347 samples spent most of a point in
+  whole-batch BN, ReLU and pooling (activations that outgrow the caches), and its float32
+  channels-last statistics were ~5e-5 relative off (now ~1e-7: tests/test_precision.py).
+* Subnormal floats are flushed to zero during evaluation (:func:`_cpu_policy`): the sparse
+  gRDA network's activations produce them, and they cost the digits CNN 1.35x.
 * Parameters are views of one flat vector rewritten in place per point: no per-point copies,
   ``load_state_dict`` or ``functional_call``.
-* CPU inputs are stored channels-last: the first convolution (one input channel) and max
-  pooling run several times faster than in NCHW; the numbers agree to float rounding.
-* Small models run on one CPU thread (:func:`small_model_threads`): their operations are too
-  short to gain from a second thread, and on a busy machine every parallel operation can wait a
-  whole scheduler slice for a descheduled thread (measured here: 4-15x slower with 2 threads).
+* CPU inputs are stored channels-last: the first convolution (one input channel), max
+  pooling and the later layers run several times faster than in NCHW (2.6x per CNN point).
+* Small models run on one CPU thread (:func:`small_model_threads`), set-up included: their
+  operations are too short to gain from a second thread, and on a busy machine every parallel
+  operation can wait a whole scheduler slice for a descheduled thread.
 * Evaluation runs in chunks of about ``chunk_bytes`` of first-layer output on the CPU (cache
-  sized: they beat whole-data batches here), of ``eval_batch_size`` rows on GPUs.
+  sized: they beat whole-data batches here), of ``eval_batch_size`` rows on GPUs; the logits
+  of all rows are kept and the metrics reduced once per point (per chunk their tiny
+  operations cost ~0.1 ms each time).
 * Loss is logsumexp minus the target logit, sharing the row maximum with the prediction
   (F.cross_entropy + argmax took ~2x longer on 10 classes); ECE reuses both.
 * On CUDA, networks without BN evaluate 16 points per vmapped pass (~6x faster on an H200,
@@ -39,15 +47,22 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from landscape.evaldata import LINEAR_LAYERS, EvalData, channels_last, small_model_threads
+from landscape.evaldata import (
+    LINEAR_LAYERS,
+    BatchNormPass,
+    EvalData,
+    channels_last,
+    input_of,
+    small_model_threads,
+)
 from landscape.metrics import METRICS, REDUCTIONS, WIDTH, Metric, chunk_sums, values
 from landscape.params import Named, param_names, unflatten
 from landscape.progress import Progress
@@ -157,7 +172,7 @@ class Evaluator:
         self.x = [channels_last(data.x_train), channels_last(data.x_test)]
         self.y = [data.y_train, data.y_test]
         self._y = torch.cat(self.y)  # (N,): train labels, then test labels
-        self.layer, self.net, self._h = None, self.model, None
+        self.layer, self.net, self._h, self._logits = None, self.model, None, None
         with torch.no_grad():
             first = _first_layer(self.model, self.x[0][:2])
             row = first[1](self._input_of(first[1], self.x[0][:1])) if first else self.x[0][:1]
@@ -172,10 +187,14 @@ class Evaluator:
         if self.layer is None and first_layer == "reuse":
             raise ValueError("the network does not start with a reusable Linear/Conv layer")
         self._bind(basis)
-        self._bns = [m for m in self.net.modules() if isinstance(m, _BatchNorm)]
-        self._bns = [m for m in self._bns if m.track_running_stats]
-        for m in self._bns:
-            m.momentum = None  # cumulative average over the recalibration batches
+        with torch.no_grad():
+            self._bn = BatchNormPass(self.net, self._load([1.0] * self.k)[0][:2])
+            # The first BN layer's statistics from the cached responses' moments (no pass).
+            n_bn = self.data.bn_samples
+            bn_parts = [h[:n_bn] for h in self._h] if self._h is not None else None
+            if bn_parts and not self._bn.linear_input(bn_parts, self.data.batch_size):
+                bn_parts = None
+        self._bns, self._coords = self._bn.bns, bool(bn_parts)
         if points_per_pass is None:
             points_per_pass = 16 if device.type == "cuda" and not self._bns else 1
         if points_per_pass > 1 and self._bns:
@@ -183,14 +202,10 @@ class Evaluator:
         self.points_per_pass = max(1, min(points_per_pass, batch_bytes // (row_bytes * n or 1)))
 
     def _input_of(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """The input ``layer`` receives when the model runs on ``x`` (recorded by a pre-hook)."""
-        seen: list[torch.Tensor] = []
-        hook = layer.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
-        try:
-            self.model(x)
-        finally:
-            hook.remove()
-        return seen[0]
+        """The input ``layer`` receives when the model runs on ``x`` (the pass stops there:
+        a whole forward pass per chunk made the set-up cost ~1 ms per point of a 61-point
+        curve)."""
+        return input_of(self.model, layer, x)
 
     def _setup_reuse(self, name: str, basis: torch.Tensor) -> None:
         """Cache the first layer's responses to each basis vector, if the shortened network
@@ -253,14 +268,10 @@ class Evaluator:
         x = _combine(self._h, c, self._x)  # (N, ...) first-layer output at the point
         return [x[: len(self.y[0])], x[len(self.y[0]) :]]
 
-    def _recalibrate(self, x_train: torch.Tensor) -> None:
-        """Fresh BN statistics: train mode, cumulative average, one pass in ``batch_size``."""
-        for m in self._bns:
-            m.reset_running_stats()
-        self.net.train()
-        for xb in x_train[: self.data.bn_samples].split(self.data.batch_size):
-            self.net(xb)
-        self.net.eval()
+    def _recalibrate(self, x_train: torch.Tensor, coords: Sequence[float]) -> None:
+        """Fresh BN statistics from the first ``bn_samples`` rows, ``batch_size`` per batch."""
+        c = [float(v) for v in coords] if self._coords else ()
+        self._bn(x_train[: self.data.bn_samples], self.data.batch_size, self.step, c)
 
     def _result(self, sums: Sequence[torch.Tensor]) -> dict[str, float]:
         """{metric: value} from the float64 statistic sums of the train and test sets."""
@@ -274,27 +285,26 @@ class Evaluator:
         """All :data:`METRICS` at ``sum_j coords[j] * basis[j]``, BN recalibrated there."""
         xs = self._load(coords)
         if self._bns:
-            self._recalibrate(xs[0])
-        n_train = len(self.y[0])
+            self._recalibrate(xs[0], coords)
         # With the first layer reused, train and test rows are one buffer: one pass over both.
-        parts = [(self._x, self._y, 0)] if self._h is not None else [
-            (xs[0], self.y[0], 0), (xs[1], self.y[1], n_train)
-        ]  # fmt: skip
-        sums = torch.zeros(2, WIDTH, dtype=torch.float64, device=self._y.device)
-        for x, y, start in parts:
-            for i in range(0, len(y), self.step):
-                logits = self.net(x[i : i + self.step])  # (rows, classes)
-                yb = y[i : i + self.step]
-                k = max(0, min(n_train - start - i, len(yb)))  # rows from the train set
-                sums += chunk_sums(logits, yb, k)
-        return self._result(sums)
+        parts = [self._x] if self._h is not None else xs
+        logits, i = self._logits, 0  # (N, classes): train rows, then test rows
+        for x in parts:
+            for xb in x.split(self.step):
+                out = self.net(xb)  # (rows, classes)
+                if logits is None:
+                    logits = self._logits = out.new_empty(len(self._y), out.shape[1])
+                logits[i : i + len(xb)] = out
+                i += len(xb)
+        # The metrics once over all rows: per chunk, their tiny ops cost ~0.1 ms each time.
+        return self._result(chunk_sums(logits, self._y, len(self.y[0])))
 
     @torch.no_grad()
     def buffers(self, coords: Sequence[float]) -> Named:
         """Fresh BN statistics (all of the model's buffers) at the point ``coords``."""
         xs = self._load(coords)
         if self._bns:
-            self._recalibrate(xs[0])
+            self._recalibrate(xs[0], coords)
         return {n: b.detach().clone() for n, b in self.net.named_buffers()}
 
     @torch.no_grad()
@@ -334,19 +344,39 @@ class Evaluator:
         return [self._result([s[i] for s in sums]) for i in range(kp)]
 
 
+@contextmanager
+def _cpu_policy(model: nn.Module, data: EvalData) -> Iterator[None]:
+    """The evaluation's CPU settings, entered before the evaluator is built (its set-up took 4x
+    longer on two contended threads): :func:`small_model_threads`, and subnormal floats
+    flushed to zero (the sparse gRDA network's activations produce them; the digits CNN's
+    points took 1.35x longer without; values below 1.2e-38 become 0). torch has no getter for
+    the flush mode: it is switched off again afterwards, its default."""
+    x = data.x_train
+    if x.device.type != "cpu":
+        yield
+        return
+    p = next(model.parameters(), None)
+    if p is not None and p.device != x.device:
+        model = copy.deepcopy(model).to(x.device)
+    with small_model_threads(model, x):
+        torch.set_flush_denormal(True)
+        try:
+            yield
+        finally:
+            torch.set_flush_denormal(False)
+
+
 def evaluate_point(model: nn.Module, params: Named, data: EvalData) -> dict[str, float]:
     """All :data:`METRICS` at one weight point (named parameters), BN recalibrated there."""
-    ev = Evaluator(model, data, [params])
-    with small_model_threads(ev.model, data.x_train):
-        return ev([1.0])
+    with _cpu_policy(model, data):
+        return Evaluator(model, data, [params])([1.0])
 
 
 def bn_statistics(model: nn.Module, params: Named, data: EvalData) -> Named:
     """Fresh BN buffers at a weight point: cumulative average over ``data.batch_size``
     batches of the first ``data.bn_samples`` training samples (all other buffers copied)."""
-    ev = Evaluator(model, data, [params], first_layer="plain")
-    with small_model_threads(ev.model, data.x_train):
-        return ev.buffers([1.0])
+    with _cpu_policy(model, data):
+        return Evaluator(model, data, [params], first_layer="plain").buffers([1.0])
 
 
 @torch.no_grad()
@@ -428,9 +458,9 @@ def evaluate_points(
         progress(count, len(mine), stage)
     if not todo:  # everything resumed
         return {**out, "done": done}
-    ev = Evaluator(model, data, basis, points_per_pass=points_per_pass)
     last_save, new = time.monotonic(), []
-    with small_model_threads(ev.model, data.x_train):
+    with _cpu_policy(model, data):
+        ev = Evaluator(model, data, basis, points_per_pass=points_per_pass)
         for g in range(0, len(todo), ev.points_per_pass):
             idx = todo[g : g + ev.points_per_pass]
             rows = ev.many(coords[idx]) if len(idx) > 1 else [ev(coords[idx[0]])]

@@ -19,6 +19,7 @@ from torch import nn
 
 from landscape.checkpoints import Checkpoint, CheckpointError, checkpoint_dataset, load_checkpoint
 from landscape.data import Dataset, batches
+from landscape.evaldata import small_model_threads
 from landscape.evaluate import EvalData, bn_statistics, evaluate_model
 from landscape.models import prunable_names
 from landscape.params import sparsity as sparsity_stats
@@ -155,15 +156,16 @@ def _finetune(
     gen = torch.Generator().manual_seed(seed)
     total = epochs * -(-len(y) // batch_size)
     loop = Loop(torch.optim.SGD(model.parameters(), lr=lr), total, progress=progress)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        loop.epoch(
-            lambda xb, _yb: model(xb),
-            batches(x, y, batch_size, shuffle=True, generator=gen),
-            on_grad=mask_grads,
-            after_step=mask_weights,
-            stage=f"fine-tune epoch {epoch}/{epochs}",
-        )
+    with small_model_threads(model, x):  # the one thread policy, as training and fitting
+        for epoch in range(1, epochs + 1):
+            model.train()
+            loop.epoch(
+                lambda xb, _yb: model(xb),
+                batches(x, y, batch_size, shuffle=True, generator=gen),
+                on_grad=mask_grads,
+                after_step=mask_weights,
+                stage=f"fine-tune epoch {epoch}/{epochs}",
+            )
     return loop.step
 
 

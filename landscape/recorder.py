@@ -12,6 +12,11 @@ metadata and through the same helpers, so every study and page that reads a run 
             optimizer.zero_grad(); loss.backward(); optimizer.step()
             recorder.step(loss, logits, yb)
     recorder.close()
+
+Threads: the loop is the user's, so the Recorder leaves torch's thread count alone. For a small
+model on a CPU, one thread is usually faster (``landscape train`` applies
+:func:`landscape.evaldata.small_model_threads`, and so can a user: ``with
+small_model_threads(model, xb): ...`` around the loop).
 """
 
 from __future__ import annotations

@@ -8,19 +8,21 @@ of it (donlan2710/gRDA-Optimizer, ``directional_pruning/Connectivity_Projection`
   WideResNet28x10, ...), with the same names and shapes as :mod:`landscape.models`;
 - a **curve** file: ``model_state`` is the state dict of their ``CurveNet``: the control points
   of every layer as ``net.<layer>.weight_<j>`` / ``bias_<j>`` (j = 0 .. k, BatchNorm affine
-  parameters included), one set of BatchNorm running statistics, and the Bernstein constants
-  under ``coeff_layer.``. It becomes landscape's format: two endpoint checkpoints and a
-  :class:`~landscape.curves.BezierCurve` with the k - 1 bends.
+  parameters included), one set of BatchNorm running statistics, and the buffers of its
+  ``coeff_layer``: ``binom``, ``range``, ``rev_range`` for a Bezier curve, ``range`` alone for
+  a polygonal chain (their ``PolyChain``; the class name is not stored, so the type is read
+  off these buffers, or taken from the caller's ``curve_type`` when a file holds none). It
+  becomes landscape's format: two endpoint checkpoints and a
+  :class:`~landscape.curves.BezierCurve` (``kind`` "bezier" or "polychain") with the k - 1 bends.
 
 Files are read only through ``torch.load(weights_only=True)`` (no code runs). The architecture
-is the user's choice or is recognised from the key set (:func:`recognize`), and the guess is
-reported as such. The optimizer state (SGD's momentum, gRDA's accumulator and step counter) is
+is the user's choice or is recognised from the key set (:func:`recognize`,
+:mod:`landscape.recognition`), and the guess is reported as such. The optimizer state (SGD's momentum, gRDA's accumulator and step counter) is
 summarised in the metadata, never needed.
 """
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,10 +45,10 @@ from landscape.checkpoints import (
     save_checkpoint,
     state_from_object,
 )
-from landscape.curves import BezierCurve, save_curve
-from landscape.layouts import key_candidates
-from landscape.models import MODELS, build_model, resolve_arch
+from landscape.curves import CURVE_TYPES, BezierCurve, save_curve
+from landscape.models import build_model, resolve_arch
 from landscape.params import param_names
+from landscape.recognition import Recognition, not_recognised, recognition_of, recognize
 from landscape.sources import is_external
 
 __all__ = [
@@ -58,7 +60,6 @@ __all__ = [
     "recognize",
 ]
 
-_IN_SHAPE = [3, 32, 32]  # every architecture of that code is built for 32x32 RGB images
 _POINT = re.compile(r"^net\.(?P<module>.+)\.(?P<param>weight|bias)_(?P<j>\d+)$")
 _BUFFER = re.compile(
     r"^net\.(?P<module>.+)\.(?P<name>running_mean|running_var|num_batches_tracked)$"
@@ -67,157 +68,6 @@ _BUFFER = re.compile(
 # in `classifier` between Dropout and ReLU) and hold residual projections as a bare conv.
 _VGG_FC = {"fc1": "classifier.1", "fc2": "classifier.4", "fc3": "classifier.6"}
 _PROJECTIONS = ("downsample", "shortcut")
-
-
-@dataclass(frozen=True)
-class Recognition:
-    """An architecture recognised from a state dict's key set.
-
-    Attributes:
-        arch: ``{"name", "kwargs"}`` for :func:`landscape.models.build_model`.
-        label: the research code's name for it ("VGG16", "WideResNet28x10", ...).
-        data: the data set its runs used: ``{"name", "split_seed", "normalize"}`` (CIFAR-100 for
-            100 classes, else CIFAR-10; the "VGG" transform for VGG, "ResNet" for the others).
-    """
-
-    arch: dict[str, Any]
-    label: str
-    data: dict[str, Any]
-
-
-def _blocks(keys: set[str], stage: str) -> int:
-    """Number of residual blocks in ``stage`` (e.g. "layer1"), from keys ``stage.<i>.*``."""
-    return len({k.split(".")[1] for k in keys if k.startswith(stage + ".")})
-
-
-def _guess(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any], str] | None:
-    """(registry name, kwargs, research label) read off the key set, or None."""
-    keys = set(state)
-    if "classifier.6.weight" in keys and any(k.startswith("layer_blocks.") for k in keys):
-        convs = [k for k in keys if k.startswith("layer_blocks.") and state[k].ndim == 4]
-        batch_norm = any(k.endswith("running_mean") for k in keys)
-        depth = len(convs) + 3  # 13 convs + 3 linear layers = VGG16, 16 + 3 = VGG19
-        kwargs = {"depth": depth, "batch_norm": batch_norm}
-        classes = state["classifier.6.weight"].shape[0]
-        return "vgg", {**kwargs, "num_classes": classes}, f"VGG{depth}{'BN' if batch_norm else ''}"
-    if {"linear.weight", "conv1.bias", "layer1.0.conv1.weight"} <= keys:
-        n = _blocks(keys, "layer1")
-        widen = state["layer1.0.conv1.weight"].shape[0] // 16
-        batch_norm = "bn1.weight" in keys
-        kwargs = {"depth": 6 * n + 4, "widen_factor": widen, "batch_norm": batch_norm}
-        label = f"WideResNet{6 * n + 4}x{widen}{'' if batch_norm else '_nobn'}"
-        return "wideresnet", {**kwargs, "num_classes": state["linear.weight"].shape[0]}, label
-    if {"fc.weight", "bn.weight", "conv1.weight", "layer1.0.bn1.weight"} <= keys:
-        n = _blocks(keys, "layer1")
-        depth = 9 * n + 2 if "layer1.0.conv3.weight" in keys else 6 * n + 2
-        kwargs = {"depth": depth, "num_classes": state["fc.weight"].shape[0]}
-        return "preresnet", kwargs, f"PreResNet{depth}"
-    return None
-
-
-# Inputs of the registry's own runs, by the size of a flattened image: digits, MNIST, CIFAR.
-_SHAPES = {64: ([1, 8, 8], "digits"), 784: ([1, 28, 28], "mnist"), 3072: ([3, 32, 32], "cifar10")}
-
-
-def _guess_registry(state: Mapping[str, torch.Tensor]) -> tuple[str, dict, int] | None:
-    """(name, kwargs, flattened input size) of landscape's cnn or mlp, read off the keys."""
-    keys = set(state)
-    if {"features.0.weight", "classifier.0.weight", "classifier.2.weight"} <= keys:
-        convs = sorted(
-            (int(k.split(".")[1]), state[k])
-            for k in keys
-            if k.startswith("features.") and k.endswith(".weight") and state[k].ndim == 4
-        )
-        channels = [w.shape[0] for _, w in convs]
-        fc = state["classifier.0.weight"]
-        pool = round((fc.shape[1] // max(channels[-1], 1)) ** 0.5)
-        c_in = convs[0][1].shape[1]
-        kwargs = {"channels": channels, "hidden": fc.shape[0], "pool": pool}
-        kwargs["num_classes"] = state["classifier.2.weight"].shape[0]
-        return "cnn", kwargs, 64 if c_in == 1 else 3072
-    linears = sorted(int(k.split(".")[1]) for k in keys if re.fullmatch(r"net\.\d+\.weight", k))
-    if linears and keys == {f"net.{i}.{p}" for i in linears for p in ("weight", "bias")}:
-        dims = [state[f"net.{i}.weight"].shape for i in linears]
-        kwargs = {"widths": [d[0] for d in dims[:-1]], "num_classes": dims[-1][0]}
-        return "mlp", kwargs, dims[0][1]
-    return None
-
-
-def _defaults(name: str) -> dict[str, Any]:
-    """A registry model's constructor defaults, sequences as lists (as in metadata)."""
-    params = inspect.signature(MODELS[name]).parameters.values()
-    out = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
-
-
-_DEFAULTS = {name: _defaults(name) for name in ("cnn", "mlp")}
-
-
-def _registry_recognition(state: Mapping[str, torch.Tensor]) -> Recognition | None:
-    """landscape's own cnn/mlp (a plain state dict of a default run), sized to its data set."""
-    guess = _guess_registry(state)
-    if guess is None:
-        return None
-    name, kwargs, flat = guess
-    in_shape, data = _SHAPES.get(flat, ([1, 8, 8], "digits"))
-    if name == "cnn":
-        in_shape = [1, 8, 8] if flat == 64 else [3, 32, 32]
-    if data == "cifar10" and kwargs["num_classes"] == 100:
-        data = "cifar100"
-    # Arguments equal to the constructor's defaults are left out, as `landscape train` writes
-    # them, so a recognised state dict compares equal to the run it came from.
-    kwargs = {k: v for k, v in kwargs.items() if k == "num_classes" or _DEFAULTS[name].get(k) != v}
-    arch = {"name": name, "kwargs": {"in_shape": in_shape, **kwargs}}
-    return Recognition(arch=arch, label=name, data={"name": data, "split_seed": 0})
-
-
-def _recognition(state: Mapping[str, torch.Tensor]) -> Recognition | None:
-    """The guess read off the key names and a few shapes (not validated), or None; key
-    prefixes shared by every key (``module.``, ...) are looked through."""
-    for _, candidate in key_candidates(state):
-        found = _research_recognition(candidate) or _registry_recognition(candidate)
-        if found is not None:
-            return found
-    return None
-
-
-def _research_recognition(state: Mapping[str, torch.Tensor]) -> Recognition | None:
-    guess = _guess(state)
-    if guess is None:
-        return None
-    name, kwargs, label = guess
-    arch = {"name": name, "kwargs": {"in_shape": list(_IN_SHAPE), **kwargs}}
-    data = {
-        "name": "cifar100" if kwargs["num_classes"] == 100 else "cifar10",
-        "split_seed": 0,
-        "normalize": "vgg" if name == "vgg" else "resnet",
-    }
-    return Recognition(arch=arch, label=label, data=data)
-
-
-def _not_recognised(source: str) -> CheckpointError:
-    return CheckpointError(
-        f"{source}: architecture not recognised from its keys (not landscape's cnn or mlp, "
-        f"nor a VGG, PreResNet or WideResNet of the mode-connectivity code); choose one with "
-        f"--arch (a registry name, torchvision:<name> or file:<path.py>:<callable>)"
-    )
-
-
-def recognize(state: Mapping[str, torch.Tensor], *, source: str = "file") -> Recognition:
-    """Recognise a research-code architecture (VGG, PreResNet, WideResNet) from a state dict.
-
-    The guess is read off the key names and a few shapes, then checked like any checkpoint:
-    every key and shape must match the guessed architecture.
-
-    Raises:
-        CheckpointError: the key set matches none of them (the user must choose).
-    """
-    recognition = _recognition(state)
-    if recognition is None:
-        raise _not_recognised(source)
-    where = f"{source} (recognised as {recognition.label})"
-    fit_state(dict(state), recognition.arch, source=where)
-    return recognition
 
 
 @dataclass
@@ -233,7 +83,9 @@ class ResearchFile:
         epoch: the training epoch saved in the file, if any.
         optimizer: summary of the optimizer state (name, hyperparameters, steps), if any.
         points: [the model] for a model file; [start (t = 0), end (t = 1)] for a curve file.
-        curve: the Bezier curve of a curve file (None for a model file).
+        curve: the curve of a curve file (None for a model file); ``curve.kind`` is its type.
+        curve_type_from: "file" (read off its ``coeff_layer`` buffers) or "caller" (the file
+            holds none; the given ``curve_type``); None for a model file.
     """
 
     path: Path
@@ -245,6 +97,7 @@ class ResearchFile:
     optimizer: dict[str, Any] | None
     points: list[Checkpoint]
     curve: BezierCurve | None = None
+    curve_type_from: str | None = None
 
 
 def _number(value: Any) -> float | int | None:
@@ -291,13 +144,34 @@ def _base_module(module: str) -> str:
     return module
 
 
-def _curve_points(state: Mapping[str, torch.Tensor], source: str) -> list[dict[str, torch.Tensor]]:
-    """The k + 1 control points of a curve file as base-network state dicts (shared buffers)."""
-    if "coeff_layer.binom" not in state:
-        kind = "a polygonal chain (PolyChain)" if "coeff_layer.range" in state else "unknown"
+def _curve_type(
+    state: Mapping[str, torch.Tensor], curve_type: str | None, source: str
+) -> tuple[str, str, int | None]:
+    """(type, "file" or "caller", number of control points the buffers give) of a curve file.
+
+    Their ``Bezier`` registers ``binom``, ``range`` and ``rev_range``; their ``PolyChain``
+    ``range`` only. A file without these buffers cannot tell: the caller's type decides.
+    """
+    if "coeff_layer.binom" in state:
+        return "bezier", "file", len(state["coeff_layer.binom"])
+    if "coeff_layer.range" in state:
+        return "polychain", "file", len(state["coeff_layer.range"])
+    if curve_type is None:
         raise CheckpointError(
-            f"{source}: the curve is {kind}, not a Bezier curve; only Bezier curves are opened"
+            f"{source}: the curve file holds no coeff_layer buffers, so a Bezier curve and a "
+            f"polygonal chain (PolyChain) cannot be told apart: give the curve type "
+            f"(--curve-type bezier|polychain)"
         )
+    if curve_type not in CURVE_TYPES:
+        raise CheckpointError(f"{source}: curve type must be one of {', '.join(CURVE_TYPES)}")
+    return curve_type, "caller", None
+
+
+def _curve_points(
+    state: Mapping[str, torch.Tensor], source: str, want: int | None
+) -> list[dict[str, torch.Tensor]]:
+    """The k + 1 control points of a curve file as base-network state dicts (shared buffers);
+    ``want``: how many its coeff_layer buffers say (None: as many as it holds)."""
     points: dict[int, dict[str, torch.Tensor]] = {}
     shared: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -310,7 +184,7 @@ def _curve_points(state: Mapping[str, torch.Tensor], source: str) -> list[dict[s
             shared[f"{_base_module(m['module'])}.{m['name']}"] = value
         else:
             raise CheckpointError(f"{source}: unexpected key {key!r} in a curve file")
-    bends = len(state["coeff_layer.binom"])
+    bends = len(points) if want is None else want
     if sorted(points) != list(range(bends)) or bends < 2:
         raise CheckpointError(
             f"{source}: the curve has {bends} control points in coeff_layer but parameters "
@@ -348,17 +222,27 @@ def _resolve(arch: dict[str, Any] | None, recognition: Recognition | None, sourc
     return {"name": name, "kwargs": kwargs}
 
 
+def _file_states(
+    state: Mapping[str, torch.Tensor], source: str, curve_type: str | None
+) -> tuple[str, list[dict[str, torch.Tensor]], tuple[str | None, str | None]]:
+    """("model" or "curve", its state dicts, (the curve's type, "file" or "caller"))."""
+    if not _is_curve(state):
+        return "model", [dict(state)], (None, None)
+    curve_kind, said_by, want = _curve_type(state, curve_type, source)
+    return "curve", _curve_points(state, source, want), (curve_kind, said_by)
+
+
 def open_research(
     path: str | Path,
     *,
     arch: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
     max_bytes: int = MAX_BYTES,
+    curve_type: str | None = None,
 ) -> ResearchFile:
     """Open a ``.pt``/``.pth`` model or curve file of the mode-connectivity research code.
 
     Plain state dicts and other training dicts (``state_dict``, ``model``, ...) open too.
-
     Args:
         path: the file.
         arch: ``{"name", "kwargs"}`` (a registry name or a research name such as
@@ -366,6 +250,7 @@ def open_research(
         data: ``{"name", "split_seed"[, "root", "normalize"]}``; completed by (or, when None,
             taken from) what the recognised architecture's runs used.
         max_bytes: files larger than this are refused before reading.
+        curve_type: "bezier" or "polychain": the type of a curve file without coeff_layer.
 
     Returns:
         The :class:`ResearchFile`, its checkpoints validated against the architecture.
@@ -379,12 +264,11 @@ def open_research(
     check_file(path, max_bytes)
     obj = read_torch_object(path, max_bytes=max_bytes)
     state = state_from_object(obj, path)
-    kind = "curve" if _is_curve(state) else "model"
-    states = _curve_points(state, source) if kind == "curve" else [state]
-    recognition = _recognition(states[0])
+    kind, states, shape = _file_states(state, source, curve_type)
+    recognition = recognition_of(states[0])
     guessed = arch is None
     if guessed and recognition is None:
-        raise _not_recognised(source)
+        raise not_recognised(source)
     arch = _resolve(arch, recognition, source)
     # Validated once, against the architecture finally used (a guess is named as such).
     tag = f" (recognised as {recognition.label})" if guessed else ""
@@ -394,7 +278,7 @@ def open_research(
         states[j] = fit_state(point, arch, source=where + tag, strip=kind == "model", notes=notes)
     data = {**(recognition.data if recognition else {}), **(data or {})}
     meta = {**_research_meta(path, kind, arch, obj if isinstance(obj, dict) else {}, data), **notes}
-    points, curve = _research_points(path, states, arch, meta)
+    points, curve = _research_points(path, states, arch, meta, shape[0] or "bezier")
     return ResearchFile(
         path=path,
         kind=kind,
@@ -405,6 +289,7 @@ def open_research(
         optimizer=meta["optimizer"],
         points=points,
         curve=curve,
+        curve_type_from=shape[1],
     )
 
 
@@ -434,9 +319,13 @@ def _research_checkpoint(
 
 
 def _research_points(
-    path: Path, states: list[dict[str, torch.Tensor]], arch: dict[str, Any], meta: dict[str, Any]
+    path: Path,
+    states: list[dict[str, torch.Tensor]],
+    arch: dict[str, Any],
+    meta: dict[str, Any],
+    curve_type: str,
 ) -> tuple[list[Checkpoint], BezierCurve | None]:
-    """The model's checkpoint, or a curve's two endpoint checkpoints and its Bezier curve."""
+    """The model's checkpoint, or a curve's two endpoint checkpoints and its curve."""
     if meta["source"]["kind"] == "model":
         return [_research_checkpoint(path, states[0], meta, "", None)], None
     k = len(states) - 1
@@ -448,7 +337,7 @@ def _research_points(
         model = build_model(arch["name"], **arch.get("kwargs", {}))
     names = param_names(model)  # the curve's flat vectors follow the model's order
     params = [{n: s[n].float() for n in names} for s in states]
-    return points, BezierCurve(params[0], params[-1], params[1:-1])
+    return points, BezierCurve(params[0], params[-1], params[1:-1], kind=curve_type)
 
 
 def load_any(
@@ -475,8 +364,8 @@ def load_any(
     found = open_research(path, arch=arch, data=data, max_bytes=max_bytes)
     if found.kind == "curve":
         raise CheckpointError(
-            f"{path}: a Bezier curve file (order {found.curve.order}), not one model: pass it "
-            f"with --curve, or write its endpoints with `landscape import`"
+            f"{path}: a {found.curve.kind} curve file (order {found.curve.order}), not one model: "
+            f"pass it with --curve, or write its endpoints with `landscape import`"
         )
     return found.points[0]
 

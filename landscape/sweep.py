@@ -1,19 +1,21 @@
 """Sweeps of gRDA's (c, mu) and the sparsity-accuracy Pareto frontier.
 
 Every (c, mu, seed) of the grid is trained as gRDA from one shared initial checkpoint (the seed
-changes only the batch order) in parallel processes. A sweep folder holds::
+changes only the batch order), by ``workers`` processes that take runs from one queue for the
+whole sweep (this one and ones forked from a forkserver that imported torch once); under
+torchrun (or ``--launcher N``) each rank trains its share and rank 0 writes the table. A run's
+files are the same bytes whichever process trains it (run.json but its wall_time_s). It holds::
 
     init.safetensors          shared initial weights (unless an --init was given)
     runs/c<c>_mu<mu>_seed<s>/ one run folder per grid point (see landscape.train)
     magnitude/<run>.safetensors  SGD magnitude-pruned to that run's sparsity (optional)
     sweep.csv, sweep.json     the table; sweep.json also holds the config and the frontier
 
-A run folder is trained in a hidden temporary folder and renamed into place when complete, so
-a killed sweep leaves only finished runs behind and a re-run trains just the missing ones; a
-finished run is recognised by its ``run.json`` (written last, atomically, by
-:func:`landscape.train.train`). The tables are written atomically too. The config and result
-types belong to the study kind :mod:`landscape.studies.sweep`, whose compute is
-:func:`run_sweep`.
+A run is trained in a hidden temporary folder and renamed into place when complete, so a killed
+sweep leaves only finished runs behind and a re-run trains just the missing ones; a finished run
+is recognised by its ``run.json`` (written last, atomically, by :func:`landscape.train.train`).
+The tables are written atomically too. The config and result types belong to the study kind
+:mod:`landscape.studies.sweep`, whose compute is :func:`run_sweep`.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import json
 import math
 import multiprocessing
 import os
+import queue
 import shutil
 import tempfile
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import threading
+import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ from typing import Any
 import torch
 
 from landscape.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from landscape.distributed import barrier, current_shard
 from landscape.models import MODELS
 from landscape.progress import Progress
 from landscape.pruning import magnitude_optimizer_meta, prune_checkpoint
@@ -115,12 +120,8 @@ def _finished(run_dir: Path, cfg: TrainConfig, init_hash: str) -> dict[str, Any]
     return record
 
 
-def _set_threads(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
 def _train_run(cfg: TrainConfig, run_dir: str) -> None:
-    """Train into a hidden folder beside ``run_dir``, then rename it into place (worker job)."""
+    """Train into a hidden folder beside ``run_dir``, then rename it into place."""
     target = Path(run_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
@@ -130,10 +131,6 @@ def _train_run(cfg: TrainConfig, run_dir: str) -> None:
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _validate(cfg: SweepConfig) -> None:
@@ -193,40 +190,139 @@ def _initial(cfg: SweepConfig, out: Path) -> Checkpoint:
     return init
 
 
-def _train_all(
-    jobs: list[tuple[TrainConfig, Path]],
-    workers: int,
-    progress: Progress | None,
-    *,
-    done: int,
-    total: int,
-) -> None:
-    if progress is not None:
-        progress(done, total, "gRDA runs")
+def _exit_with_parent() -> None:
+    """End this worker when the sweep process ends, even by SIGKILL (no orphans training on)."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (parent.join(), os._exit(1)), daemon=True).start()
+
+
+def _worker(tasks: Any, results: Any, threads: int) -> None:
+    """A training process for the whole sweep: runs from ``tasks`` until a None arrives."""
+    _exit_with_parent()
+    torch.set_num_threads(threads)
+    while (job := tasks.get()) is not None:
+        i, cfg, run_dir = job
+        try:
+            _train_run(cfg, run_dir)
+        except Exception:  # noqa: BLE001 - the parent reports it and stops the sweep
+            results.put((i, traceback.format_exc()))
+            return
+        results.put((i, None))
+
+
+# Imported once, in the fork server (which skips one that fails), so forked workers start warm:
+# the first optimizer imports torch._dynamo, digits scikit-learn; seconds in a fresh process.
+_PRELOAD = ("landscape.sweep", "torch._dynamo", "sklearn.datasets", "sklearn.model_selection")
+
+
+def _context() -> Any:
+    """forkserver (imports done once; workers fork from it), else spawn. Never a plain fork
+    of this process: it may already hold torch's thread pools and locks."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(_PRELOAD))
+    return ctx
+
+
+def _get(q: Any, procs: list, failed: list) -> Any:
+    """The next item of ``q``; RuntimeError if a worker died or failed to start."""
+    while True:
+        try:
+            return q.get(timeout=0.2)
+        except queue.Empty:
+            dead = [f"exit status {p.exitcode}" for p in procs if p.exitcode] + failed
+            if dead:
+                raise RuntimeError(
+                    f"a sweep worker died ({dead[0]}); finished runs are kept and the rest "
+                    "are trained when the sweep is run again"
+                ) from None
+
+
+def _train_here(queues: tuple, procs: tuple, jobs: list, threads: int, report: Callable) -> int:
+    """Train from the queue here too (while the workers start, then beside them) until a None;
+    pass on the workers' reports between runs. Returns the runs reported (its own and theirs)."""
+    tasks, results = queues
+    before, n = torch.get_num_threads(), 0
+    torch.set_num_threads(threads)
+    try:
+        while (job := _get(tasks, *procs)) is not None:
+            _train_run(job[1], job[2])
+            report((job[0], None))
+            n += 1
+            while not results.empty():
+                report(results.get())
+                n += 1
+    finally:
+        torch.set_num_threads(before)
+    return n
+
+
+def _start(procs: list, failed: list) -> None:
+    try:
+        for p in procs:
+            p.start()
+    except Exception as err:  # noqa: BLE001 - the parent raises it from _get
+        failed.append(f"could not start: {err}")
+
+
+def _train_parallel(jobs: list[tuple[TrainConfig, Path]], workers: int, tick: Callable) -> None:
+    """Train ``jobs`` in ``workers`` processes that live for the whole sweep, this one included.
+
+    A job that fails, or a worker that dies, stops the sweep (finished runs stay).
+    """
+    ctx = _context()
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for i, (cfg, run_dir) in enumerate(jobs):
+        tasks.put((i, cfg, str(run_dir)))
+    for _ in range(workers):  # one None for each worker, this process's included
+        tasks.put(None)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # ranks sharing this machine
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // (workers * local))  # no oversubscription of the cores
+    args = (tasks, results, threads)
+    procs = [ctx.Process(target=_worker, args=args, daemon=True) for _ in range(workers - 1)]
+
+    def report(item: tuple[int, str | None]) -> None:
+        if item[1] is not None:
+            raise RuntimeError(f"training {jobs[item[0]][1]} failed in a worker:\n{item[1]}")
+        tick()
+
+    # Started beside this process's first run: start() waits for the fork server's imports.
+    failed: list[str] = []
+    starter = threading.Thread(target=_start, args=(procs, failed), daemon=True)
+    finished = False
+    try:
+        starter.start()
+        received = _train_here((tasks, results), (procs, failed), jobs, threads, report)
+        for _ in range(received, len(jobs)):
+            report(_get(results, procs, failed))
+        finished = True
+    finally:
+        starter.join()
+        for p in (p for p in procs if p.pid is not None):
+            p.join(timeout=5.0 if finished else 0.0)  # done: each has taken its None
+            if p.is_alive():
+                p.terminate()  # its unfinished run stays a .partial folder, removed on resume
+            p.join()
+
+
+def _train_all(jobs: list, workers: int, progress: Progress | None, *, done: int, total: int):
+    counter = [done]
+
+    def tick() -> None:
+        if progress is not None:
+            progress(counter[0], total, "gRDA runs")
+        counter[0] += 1
+
+    tick()
     if workers == 1 or len(jobs) <= 1:
         for cfg, run_dir in jobs:
             _train_run(cfg, str(run_dir))
-            done += 1
-            if progress is not None:
-                progress(done, total, "gRDA runs")
-        return
-    workers = min(workers, len(jobs))
-    threads = max(1, _cores() // workers)  # workers x threads <= cores: no oversubscription
-    # spawn: a forked child would inherit the parent's torch thread pools and locks.
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_set_threads, initargs=(threads,)
-    ) as pool:
-        futures = [pool.submit(_train_run, cfg, str(run_dir)) for cfg, run_dir in jobs]
-        try:
-            for fut in as_completed(futures):
-                fut.result()
-                done += 1
-                if progress is not None:
-                    progress(done, total, "gRDA runs")
-        except BaseException:
-            pool.shutdown(cancel_futures=True)
-            raise
+            tick()
+    else:
+        _train_parallel(jobs, min(workers, len(jobs)), tick)
 
 
 def _row(kind: str, c: float, mu: float, seed: int, metrics: dict, wall: float, path: str) -> dict:
@@ -276,7 +372,7 @@ def _magnitude_rows(
             _row("magnitude", g["c"], g["mu"], g["seed"], meta["metrics"], meta["wall_time_s"], rel)
         )
         if progress is not None:
-            progress(len(grda_rows) + i + 1, total, "magnitude pruning")
+            progress(total - len(grda_rows) + i + 1, total, "magnitude pruning")
     return rows
 
 
@@ -290,15 +386,63 @@ def _write_table(out: Path, config: dict, rows: list[dict], frontier: list[int])
     atomic_write(out / "sweep.json", json.dumps(body, indent=2).encode())
 
 
+def _prepare(cfg: SweepConfig, out: Path, rank: int) -> Checkpoint:
+    """The shared initial checkpoint and a runs/ folder without partial runs: rank 0 makes
+    them while the other ranks wait (so none removes a partial folder another trains in)."""
+    if rank == 0:
+        init = _initial(cfg, out)
+        runs_dir = out / "runs"
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        for stale in runs_dir.glob(".*.partial"):  # left by a killed sweep
+            shutil.rmtree(stale, ignore_errors=True)
+    barrier()
+    return init if rank == 0 else _initial(cfg, out)
+
+
+def _grda_rows(grid: list[tuple], configs: list[TrainConfig], dirs: list[Path], init: str) -> list:
+    rows = []
+    for (c, mu, s), rc, d in zip(grid, configs, dirs, strict=True):
+        record = _finished(d, rc, init)
+        if record is None:
+            raise RuntimeError(f"{d}: training finished but the run does not validate")
+        rows.append(
+            _row("grda", c, mu, s, record["metrics"], record["wall_time_s"], f"runs/{d.name}")
+        )
+    return rows
+
+
+def _table(
+    cfg: SweepConfig, out: Path, rows: list[dict], init: Checkpoint, progress, total: int
+) -> tuple[list[dict], list[int], dict]:
+    """Magnitude rows (if asked), the frontier and the config; writes sweep.csv/json."""
+    if cfg.magnitude:
+        rows += _magnitude_rows(cfg, out, rows, progress, total=total)
+    frontier = pareto_front([(r["sparsity"], r["test_acc"]) for r in rows])
+    for i in frontier:
+        rows[i]["pareto"] = True
+    # Absolute: the dashboard reads the SGD path back from another working directory.
+    sgd = str(Path(cfg.sgd).resolve()) if cfg.sgd is not None else None
+    config = {**asdict(cfg), "sgd": sgd, "init_hash": init.hash}
+    del config["workers"]  # speed only: the table is the same with any number
+    _write_table(out, config, rows, frontier)
+    return rows, frontier, config
+
+
 def run_sweep(
     cfg: SweepConfig, out: str | Path, *, progress: Progress | None = None
 ) -> SweepResult:
     """Train every (c, mu, seed) of the grid (resuming), then write sweep.csv and sweep.json.
 
+    In an initialised process group (torchrun, ``landscape sweep --launcher N``) every rank
+    calls this: the runs still to train are shared out (the i-th to rank i % world, each rank
+    training its share with ``cfg.workers`` processes); after a barrier rank 0 makes the
+    magnitude models and writes the table, and every rank returns it.
+
     Args:
         cfg: the grid, shared training options and the magnitude baseline.
         out: sweep folder (created; an earlier, interrupted sweep there is resumed).
-        progress: ``progress(done, total, stage)`` over gRDA runs and magnitude models.
+        progress: ``progress(done, total, stage)`` over gRDA runs and magnitude models (in a
+            process group: over the runs reused, this rank's share and the magnitude models).
 
     Returns:
         The :class:`SweepResult`.
@@ -310,37 +454,27 @@ def run_sweep(
     _validate(cfg)
     if cfg.magnitude:
         _sgd_checkpoint(cfg)  # fail before training, not after
+    rank, world = current_shard()
     out = Path(out)
-    init = _initial(cfg, out)
-    runs_dir = out / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    for stale in runs_dir.glob(".*.partial"):  # left by a killed sweep
-        shutil.rmtree(stale, ignore_errors=True)
+    init = _prepare(cfg, out, rank)
     grid = [(c, mu, s) for c in cfg.c for mu in cfg.mu for s in cfg.seeds]
     configs = [replace(cfg.train, c=c, mu=mu, seed=s, init=str(init.path)) for c, mu, s in grid]
-    dirs = [runs_dir / run_name(c, mu, s) for c, mu, s in grid]
+    dirs = [out / "runs" / run_name(c, mu, s) for c, mu, s in grid]
     jobs = [(rc, d) for rc, d in zip(configs, dirs, strict=True) if not _finished(d, rc, init.hash)]
-    total = len(grid) * (2 if cfg.magnitude else 1)  # one step per run and magnitude model
-    _train_all(jobs, cfg.workers, progress, done=len(grid) - len(jobs), total=total)
-    rows = []
-    for (c, mu, s), rc, d in zip(grid, configs, dirs, strict=True):
-        record = _finished(d, rc, init.hash)
-        if record is None:
-            raise RuntimeError(f"{d}: training finished but the run does not validate")
-        rows.append(
-            _row("grda", c, mu, s, record["metrics"], record["wall_time_s"], f"runs/{d.name}")
-        )
-    if cfg.magnitude:
-        rows += _magnitude_rows(cfg, out, rows, progress, total=total)
-    frontier = pareto_front([(r["sparsity"], r["test_acc"]) for r in rows])
-    for i in frontier:
-        rows[i]["pareto"] = True
-    # Absolute: the dashboard reads the SGD path back from another working directory.
-    sgd = str(Path(cfg.sgd).resolve()) if cfg.sgd is not None else None
-    config = {**asdict(cfg), "sgd": sgd, "init_hash": init.hash}
-    del config["workers"]  # speed only: the table is the same with any number
-    _write_table(out, config, rows, frontier)
-    return SweepResult(str(out), rows, frontier, len(jobs), len(grid) - len(jobs), config)
+    barrier()  # every rank has listed the runs to train before any is replaced
+    mine = jobs[rank::world]
+    reused = len(grid) - len(jobs)
+    total = reused + len(mine) + (len(grid) if cfg.magnitude else 0)
+    _train_all(mine, cfg.workers, progress, done=reused, total=total)
+    barrier()  # every run is in place
+    rows = _grda_rows(grid, configs, dirs, init.hash)
+    if rank == 0:
+        rows, frontier, config = _table(cfg, out, rows, init, progress, total)
+    barrier()  # the table is written
+    if rank != 0:
+        table = load_sweep(out)
+        rows, frontier, config = table.rows, table.frontier, table.config
+    return SweepResult(str(out), rows, frontier, len(jobs), reused, config)
 
 
 def load_sweep(folder: str | Path) -> SweepResult:

@@ -19,10 +19,12 @@ import numpy as np
 from scipy import ndimage
 
 from landscape.studies.curve import CurveResult
+from landscape.studies.frontier import FrontierResult
 from landscape.studies.hessian import HessianResult
 from landscape.studies.pca import PCAResult
 from landscape.studies.plane import PlaneResult
 from landscape.studies.sweep import SweepResult
+from landscape.studies.threeway import ThreewayResult
 
 __all__ = [
     "CONNECTED_BARRIER",
@@ -35,10 +37,12 @@ __all__ = [
     "accuracy_difference",
     "connectivity",
     "directions",
+    "frontier",
     "plane",
     "pruning",
     "sparsity_along",
     "sweep_facts",
+    "threeway",
     "trajectories",
 ]
 
@@ -373,3 +377,79 @@ def sweep_facts(res: SweepResult) -> tuple[int | None, dict[int, float]]:
             except Exception:  # noqa: BLE001 - a data set that cannot load: no test size
                 n_test = None
     return n_test, epochs
+
+
+METHOD_NAMES = {"grda": "gRDA", "magnitude": "magnitude-pruned SGD"}  # sweep kinds in words
+
+
+def _relative(barrier: float, ends: Sequence[float]) -> tuple[float, float]:
+    """(the endpoints' mean loss, the barrier as a fraction of it; inf when the mean is 0)."""
+    mean = float(np.mean(ends))
+    return mean, (barrier / mean if mean > 0 else (math.inf if barrier > 0 else 0.0))
+
+
+def frontier(res: FrontierResult) -> list[Verdict]:
+    """Per method, the sparsity at which the SGD minimum and the model stop being connected.
+
+    A pair is connected when its curve's train-loss barrier is at most
+    :data:`CONNECTED_BARRIER` times the endpoints' mean train loss (as in :func:`connectivity`).
+    Walking up in sparsity, the method stops being connected at its first pair that is not.
+    """
+    found = []
+    for method in dict.fromkeys(res.method):
+        idx = sorted((i for i, m in enumerate(res.method) if m == method),
+                     key=lambda i: res.sparsity[i])  # fmt: skip
+        rel = [_relative(res.curve_train[i], res.end_train[i])[1] for i in idx]
+        ok = [r <= CONNECTED_BARRIER for r in rel]
+        name = METHOD_NAMES.get(method, method)
+        rule = f"connected: the curve's train-loss barrier below {CONNECTED_BARRIER:.0%} of "
+        rule += "the endpoints' mean train loss"
+        count = f"{sum(ok)} of {len(idx)} models connected"
+        if all(ok):
+            top, worst = res.sparsity[idx[-1]], max(rel)
+            line = max(res.line_train[i] for i in idx)
+            text = (
+                f"{name} stays connected to SGD up to sparsity {top:.3f} ({count}; largest "
+                f"curve barrier {worst:.0%} of the endpoints' mean loss, line barrier up to "
+                f"{line:.3f}; {rule})."
+            )
+            found.append(Verdict(f"{name}: connected throughout", text, value=None,
+                                 baseline=CONNECTED_BARRIER, status="yes"))  # fmt: skip
+            continue
+        k = ok.index(False)
+        i = idx[k]
+        upto = f"connected up to sparsity {res.sparsity[idx[k - 1]]:.3f}" if k else "never"
+        text = (
+            f"{name} stops being connected at sparsity {res.sparsity[i]:.3f} ({upto}): curve "
+            f"barrier {res.curve_train[i]:.3f} = {rel[k]:.0%} of the endpoints' mean loss "
+            f"{np.mean(res.end_train[i]):.3f} (line: {res.line_train[i]:.3f}; test-loss "
+            f"barrier {res.curve_test[i]:.3f}); {count}; {rule}."
+        )
+        title = f"{name}: not connected from sparsity {res.sparsity[i]:.2f}"
+        found.append(Verdict(title, text, value=float(res.sparsity[i]),
+                             baseline=CONNECTED_BARRIER, status="no"))  # fmt: skip
+    return found
+
+
+def threeway(res: ThreewayResult) -> list[Verdict]:
+    """Per pair of the three minima: connected or not (as :func:`connectivity`), with the
+    curve's largest test-accuracy dip below the worse endpoint and its standard error."""
+    found = []
+    for j, pair in enumerate(res.pairs):
+        bc, bl = float(res.curve_barrier[j]), float(res.line_barrier[j])
+        mean, rel = _relative(bc, res.end_loss[j])
+        connected = rel <= CONNECTED_BARRIER
+        dip = float(res.acc_dip[j])
+        se = _se(float(min(res.end_acc[j])) - dip, res.n_test)
+        noise = "" if se is None else (
+            f", standard error {se:.3f}: {'within' if dip < EQUAL_SE * se else 'beyond'} noise"
+        )  # fmt: skip
+        text = (
+            f"{pair}: the curve's train-loss barrier is {bc:.3f} ({rel:.0%} of the endpoints' "
+            f"mean loss {mean:.3f}; line: {bl:.3f}); test accuracy dips by at most "
+            f"{dip:.3f}{_images(dip, res.n_test)} below the worse end{noise}."
+        )
+        title = f"{pair}: {'connected' if connected else 'not connected'}"
+        found.append(Verdict(title, text, value=bc, baseline=CONNECTED_BARRIER * mean,
+                             noise=se, status="yes" if connected else "no"))  # fmt: skip
+    return found

@@ -1,8 +1,9 @@
 """Synthetic files in the exact layout of the mode-connectivity research code (for tests).
 
 ``torch.save({"epoch", "model_state", "optimizer_state"})``; a curve file holds their CurveNet's
-keys (``net.<layer>.weight_<j>``, one set of BN statistics, ``coeff_layer.binom/range/
-rev_range``), built by renaming our modules' keys the way their curve classes name them.
+keys (``net.<layer>.weight_<j>``, one set of BN statistics, and the buffers of its coeff_layer:
+``binom/range/rev_range`` for their ``Bezier``, ``range`` alone for their ``PolyChain``), built
+by renaming our modules' keys the way their curve classes name them.
 """
 
 from __future__ import annotations
@@ -63,16 +64,34 @@ def _curve_key(name: str) -> tuple[str, str]:
     return module, param
 
 
-def curve_file(path: Path, model: nn.Module, points: list[dict]) -> Path:
-    """A CurveNet state dict with the given control points (params) and model's buffers."""
+def coeff_buffers(k: int, curve_type: str | None) -> dict[str, torch.Tensor]:
+    """The buffers their ``curves.Bezier(k)`` / ``curves.PolyChain(k)`` register (k points).
+
+    ``Bezier``: binom, range, rev_range; ``PolyChain``: range only (its num_bends is a plain
+    attribute, not saved); None: no coeff_layer buffers at all.
+    """
+    if curve_type is None:
+        return {}
+    state = {"coeff_layer.range": torch.arange(0, float(k))}
+    if curve_type == "bezier":
+        binom = torch.tensor([math.comb(k - 1, i) for i in range(k)], dtype=torch.float)
+        state = {
+            "coeff_layer.binom": binom,
+            **state,
+            "coeff_layer.rev_range": torch.arange(float(k - 1), -1, -1),
+        }
+    return state
+
+
+def curve_file(
+    path: Path, model: nn.Module, points: list[dict], curve_type: str | None = "bezier"
+) -> Path:
+    """A CurveNet state dict with the given control points (params) and model's buffers.
+
+    ``curve_type``: "bezier" or "polychain" (their coeff_layer's buffers), None: none saved.
+    """
     k = len(points)
-    state: dict[str, torch.Tensor] = {
-        "coeff_layer.binom": torch.tensor(
-            [math.comb(k - 1, i) for i in range(k)], dtype=torch.float
-        ),
-        "coeff_layer.range": torch.arange(0, float(k)),
-        "coeff_layer.rev_range": torch.arange(float(k - 1), -1, -1),
-    }
+    state: dict[str, torch.Tensor] = coeff_buffers(k, curve_type)
     # Their curve layers register weight_0..weight_k, then bias_0..bias_k.
     for name, _ in model.named_parameters():
         module, param = _curve_key(name)

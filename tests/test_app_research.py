@@ -84,7 +84,7 @@ def test_upload_page_recognises_then_connectivity_compares_curves(home, tmp_path
     at.button(key="curve_compute").click().run()
     assert not at.exception and not at.error
     # Both computed: the comparison charts (train loss and test accuracy) are drawn.
-    assert len(at.get("plotly_chart")) == 5 + 2
+    assert len(at.get("plotly_chart")) == 6 + 2  # 5 path charts and the zeros-kept heat map
 
 
 def test_upload_page_model_file_shows_optimizer_and_bad_file_errors(home, tmp_path):

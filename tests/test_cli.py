@@ -208,3 +208,69 @@ def test_study_commands_print_verdicts(tmp_path, capsys):
     b = REPO / "checkpoints" / "grda" / "final.safetensors"
     assert main(["hessian", str(a), "--direction-to", str(b), "--k", "2"]) == 0
     assert "verdict: " in capsys.readouterr().out
+
+
+CHECK_IMPORTS = """
+import sys
+sys.argv = ["landscape", *sys.argv[1:]]
+from landscape.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print("torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["--help"], ["curve", "--help"], ["plane", "--grid", "x"], ["hessian", "--help"]]
+)
+def test_help_and_argument_errors_do_not_import_torch(argv):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK_IMPORTS, *argv], capture_output=True, text=True, cwd=REPO
+    )
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stderr
+
+
+def test_importing_the_cli_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import landscape.cli, sys; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_the_command_table_matches_the_commands():
+    import argparse
+
+    from landscape.cli import COMMANDS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert {a.dest: a.help for a in sub._choices_actions} == {
+        name: text for name, (_, text) in COMMANDS.items()
+    }
+
+
+@pytest.mark.parametrize("cls", [cls for _, cls in STUDY_COMMANDS], ids=lambda c: c.__name__)
+def test_options_read_from_the_source_match_the_class(cls):
+    from landscape.cli.options import _class_fields, _light_class
+
+    try:
+        light = _light_class(cls.__module__, cls.__name__)
+    except ValueError:
+        return  # this config's defaults need the class (it is imported for its options)
+    assert light == _class_fields(cls)
+
+
+def test_the_lazy_package_keeps_its_public_names():
+    import landscape
+
+    for name in landscape.__all__:
+        assert getattr(landscape, name) is not None
+    from landscape import train
+
+    assert callable(train) and train.__module__ == "landscape.train"

@@ -14,7 +14,7 @@ import torch
 
 from landscape.checkpoints import load_checkpoint, save_checkpoint
 from landscape.cli import main
-from landscape.distributed import launch
+from landscape.distributed import barrier, launch, process_group
 from landscape.evaluate import METRICS
 from landscape.models import build_model
 from landscape.store import Store
@@ -136,3 +136,10 @@ def test_killing_the_launcher_kills_its_ranks(tmp_path):
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_barrier_and_process_group_without_torchrun_are_rank_0_of_1(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    barrier()  # no group: returns at once
+    with process_group("cpu", timeout_s=60.0) as group:
+        assert (group.rank, group.world) == (0, 1)

@@ -233,19 +233,17 @@ def test_vgg_curve_names_and_export_round_trip(tmp_path):
     assert torch.equal(curve.bends[0]["layer_blocks.4.2.bias"], points[1]["layer_blocks.4.2.bias"])
 
 
-def test_polychain_and_inconsistent_curves_are_refused(tmp_path):
+def test_inconsistent_curves_are_refused(tmp_path):
     model = make_model(WRN)
     path = curve_file(tmp_path / "c.pt", model, make_points(model, 3))
     state = torch.load(path, weights_only=True)["model_state"]
-    poly = {
-        k: v for k, v in state.items() if k not in ("coeff_layer.binom", "coeff_layer.rev_range")
-    }
-    with pytest.raises(CheckpointError, match="PolyChain"):
-        open_research(save(tmp_path / "poly.pt", poly))
     missing = dict(state)
     del missing["net.linear.weight_1"]
     with pytest.raises(CheckpointError, match="control point 1 differs"):
         open_research(save(tmp_path / "missing.pt", missing))
+    short = {k: v for k, v in state.items() if not k.endswith("_2")}
+    with pytest.raises(CheckpointError, match="3 control points in coeff_layer"):
+        open_research(save(tmp_path / "short.pt", short))
     with pytest.raises(CheckpointError, match="pass it with --curve"):
         load_any(path)
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from landscape.checkpoints import load_checkpoint
 from landscape.cli import main
 from landscape.sweep import COLUMNS, SweepConfig, load_sweep, pareto_front, run_sweep
-from landscape.train import TrainConfig, train
+from landscape.train import TrainConfig, make_initial, train
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"arch": "mlp", "arch_kwargs": {"widths": [8]}, "epochs": 1, "snapshots": 2}
@@ -196,3 +197,132 @@ def test_killed_sweep_resumes_without_retraining_finished_runs(tmp_path):
     ]
     with open(out / "sweep.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
+
+
+def _run_files(out: Path) -> dict[str, bytes]:
+    """The bytes of every file under runs/; run.json without ``wall_time_s`` (a timing)."""
+    files = {}
+    for path in sorted((out / "runs").rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            if path.name == "run.json":
+                record = json.loads(data)
+                del record["wall_time_s"]
+                data = json.dumps(record, sort_keys=True).encode()
+            files[str(path.relative_to(out))] = data
+    return files
+
+
+def _table_without_times(out: Path) -> dict:
+    body = json.loads((out / "sweep.json").read_text())
+    for row in body["rows"]:
+        del row["wall_time_s"]
+    return body
+
+
+@pytest.mark.slow
+def test_workers_launcher_and_torchrun_give_the_sequential_run_files(tmp_path):
+    init = tmp_path / "init.safetensors"
+    make_initial(TrainConfig(**TINY, seed=3), init)
+    base = TrainConfig(**{**TINY, "epochs": 2}, optimizer="grda", lr=0.1, init=str(init))
+    cfg = SweepConfig(c=[0.02, 0.2], mu=[0.6], seeds=[1], train=base)
+    seq = run_sweep(cfg, tmp_path / "seq")
+    par = run_sweep(replace(cfg, workers=2), tmp_path / "workers")
+    assert (seq.trained, par.trained) == (2, 2)
+    args = ["sweep", "--c", "0.02,0.2", "--mu", "0.6", "--seeds", "1", "--arch", "mlp"]
+    args += ["--arch-kwargs", '{"widths": [8]}', "--epochs", "2", "--snapshots", "2"]
+    args += ["--lr", "0.1", "--init", str(init)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    starters = {
+        "launcher": [sys.executable, "-m", "landscape", *args, "--launcher", "2"],
+        "torchrun": [*torchrun, "--nproc_per_node", "2", "-m", "landscape", *args],
+    }
+    env = {**os.environ, "LANDSCAPE_HOME": str(tmp_path / "home")}
+    for name, cmd in starters.items():
+        cmd = [*cmd, "--out", str(tmp_path / name)]
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.count("trained 2 runs, reused 0") == 1  # rank 0 alone prints
+    reference = _run_files(tmp_path / "seq")
+    assert len(reference) == 2 * 4  # final, 2 snapshots, run.json per run
+    for name in ("workers", "launcher", "torchrun"):
+        assert _run_files(tmp_path / name) == reference, name
+        assert _table_without_times(tmp_path / name) == _table_without_times(tmp_path / "seq")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _workers(pid: int) -> list[int]:
+    """The sweep's training processes: the leaves below it, bar the resource tracker."""
+    below = _descendants(pid)
+    leaves = [p for p in below if not _descendants(p)]
+    out = []
+    for p in leaves:
+        try:
+            cmdline = Path(f"/proc/{p}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"resource_tracker" not in cmdline:
+            out.append(p)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killed_worker_stops_the_sweep_and_its_run_is_redone_on_resume(tmp_path):
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "landscape", "sweep", "--c", "0.005,0.02,0.05", "--mu", "0.51,0.7"]
+    cmd += ["--seeds", "0", "--arch", "mlp", "--arch-kwargs", '{"widths": [16]}', "--epochs", "15"]
+    cmd += ["--batch-size", "8", "--snapshots", "2", "--workers", "2", "--out", str(out)]
+    env = {**os.environ, "LANDSCAPE_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        # Both training: this process and the worker forked from the fork server (a leaf);
+        # runs long enough that the worker, which starts seconds later, gets some.
+        while len(list(out.glob("runs/.*.partial"))) < 2 and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        victims = _workers(proc.pid)
+        assert victims, "no worker process found"
+        os.kill(victims[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0 and "a sweep worker died" in err
+    time.sleep(0.5)
+    assert not [p for p in victims if _alive(p)]  # reaped, not left a zombie or orphan
+    done = [p for p in out.glob("runs/*/run.json") if not p.parent.name.startswith(".")]
+    assert len(done) < 6
+    before = {p: _digest(p) for p in done}
+    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"trained {6 - len(done)} runs, reused {len(done)}" in rerun.stdout
+    assert {p: _digest(p) for p in before} == before
+    assert len(list(out.glob("runs/*/run.json"))) == 6 and not list(out.glob("runs/.*"))

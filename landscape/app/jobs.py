@@ -246,10 +246,12 @@ def _named(member: Member) -> Checkpoint:
 
 
 def curve_job(sel: Selection, cfg: CurveConfig, imported: Path | None = None) -> Job:
-    """Fit the Bezier curve from A to B (or take an imported one); evaluate it and the line."""
+    """Fit the curve from A to B (or take an imported one); evaluate it and the line."""
     if imported is not None:
         # The curve is given: the fit options do not apply, so they do not split the key.
-        cfg = replace(cfg, order=int(curve_meta(imported)["order"]), epochs=0)
+        meta = curve_meta(imported)
+        kind = meta.get("curve_type", "bezier")
+        cfg = replace(cfg, order=int(meta["order"]), epochs=0, curve_type=kind, masked=False)
 
     def inputs(_resolve: Resolve) -> curve.CurveInputs:
         a, b = _named(sel.a), _named(sel.b)
@@ -332,3 +334,25 @@ def slices_job(sel: Selection, cfg: slices.SliceConfig) -> Jobs:
         needs = (eigen,) if d == "eigen" else ()
         parts[d] = Job(f"the {d} slice", slices.KIND, dcfg, inputs, cost, needs, sel.a)
     return Jobs("the 1D slices", parts)
+
+
+def frontier_job(folder: Path, sgd: Member, cfg: CurveConfig, rows: int) -> Job:
+    """Curves from the SGD model to every model of a sweep folder (``rows`` of them)."""
+    from landscape.studies import frontier
+
+    def inputs(_resolve: Resolve) -> frontier.FrontierInputs:
+        return frontier.FrontierInputs(folder, _named(sgd))
+
+    cost = costs.frontier_cost(cfg, rows)
+    return Job("the connectivity frontier", frontier.KIND, cfg, inputs, cost, member=sgd)
+
+
+def threeway_job(sgd: Member, grda: Member, cfg: Any) -> Job:
+    """SGD, gRDA and SGD magnitude-pruned to gRDA's sparsity: three curves and one plane."""
+    from landscape.studies import threeway
+
+    def inputs(_resolve: Resolve) -> threeway.ThreewayInputs:
+        return threeway.ThreewayInputs(_named(sgd), _named(grda))
+
+    cost = costs.threeway_cost(cfg)
+    return Job("the three-way study", threeway.KIND, cfg, inputs, cost, member=sgd)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from landscape.store import Store, atomic_write
-
 __all__ = ["COMMANDS"]
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from landscape.app.report import build_report  # plotly only when a report is written
+    from landscape.store import Store, atomic_write
 
     store = Store(args.store) if args.store else Store()
     text = build_report(args.study, store=store)

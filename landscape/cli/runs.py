@@ -262,6 +262,12 @@ def _ints(text: str) -> list[int]:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    # Imported here: the module's import block is kept lazy by its own change.
+    import os
+    from contextlib import nullcontext
+    from dataclasses import replace
+
+    from landscape.distributed import launch, process_group, relaunch_argv
     from landscape.sweep import run_sweep
 
     if args.sgd is not None and not args.magnitude:
@@ -270,8 +276,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     # Every run gets the grid's c, mu and seed; --seed seeds the shared initial weights.
     base = _config_from(args, optimizer="grda", c=d.c, mu=d.mu)
     cfg = config_from(args, SweepConfig, train=base)
-    with terminal_progress("sweep") as progress:
-        result = run_sweep(cfg, args.out, progress=progress)
+    if args.launcher > 1 and "WORLD_SIZE" not in os.environ:
+        from landscape.cli import build_parser
+
+        return launch(args.launcher, relaunch_argv(args, build_parser().parse_args))
+    # A barrier waits while the other ranks train their share: allow a week, not 30 minutes.
+    with process_group(cfg.train.device, timeout_s=7 * 24 * 3600.0) as group:
+        cfg = replace(cfg, train=replace(cfg.train, device=group.device))
+        bar = terminal_progress("sweep") if group.rank == 0 else nullcontext(None)
+        with bar as progress:
+            result = run_sweep(cfg, args.out, progress=progress)
+    if group.rank != 0:
+        return 0  # rank 0 prints the table
     print(f"{'kind':<10}{'c':>9}{'mu':>6}{'seed':>5}{'sparsity':>10}{'test_acc':>9}  frontier")
     for r in result.rows:
         print(
@@ -283,6 +299,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         n_test, epochs = verdicts.sweep_facts(result)
         found = verdicts.pruning(result, n_test=n_test, epochs=epochs)
         print(f"verdict: {found.title}. {found.sentence}")
+    if args.connect:  # the connectivity frontier (landscape.cli.frontier), rank 0 alone
+        from landscape.cli.frontier import connect
+        from landscape.curves import CurveConfig
+
+        with terminal_progress("frontier") as progress:
+            _, text = connect(result.path, cfg.sgd, CurveConfig(device=cfg.train.device),
+                              progress=progress)  # fmt: skip
+        print(text)
     return 0
 
 
@@ -303,6 +327,12 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         help=f"{helps['seeds']}, e.g. 0,1 (default: {','.join(map(str, d.seeds))})",
     )  # fmt: skip
     p.add_argument("--out", required=True, help="sweep folder, resumed if it exists (required)")
+    p.add_argument("--connect", action="store_true", help="then fit a curve from --sgd to "
+                   "every model: `landscape frontier` with default curve settings")  # fmt: skip
+    p.add_argument(
+        "--launcher", type=int, default=1,
+        help="share the runs over N local processes, or under torchrun (default: 1)",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_sweep)
 
 

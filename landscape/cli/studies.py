@@ -15,21 +15,32 @@ import sys
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from landscape.checkpoints import CheckpointError
-from landscape.cli.options import add_config, config_from
-from landscape.cli.text import curve_table, describe, study_verdicts, verdicts_text
-from landscape.data import DataError
-from landscape.progress import terminal_progress
-from landscape.research import load_any, open_research
-from landscape.store import Store, atomic_write
-from landscape.studies import base, curve, hessian, pca, plane, random_plane, slices
+from landscape.cli.options import add_config, config_from, light_constant
+
+if TYPE_CHECKING:
+    from landscape.store import Store
+    from landscape.studies import base, curve
 
 __all__ = ["COMMANDS"]
 
+# The parsers are built from the config classes' source, so `--help` and argument errors
+# answer before torch loads; each command imports what it runs (issue 15: `landscape --help`
+# took 3.3 s, 2.6 s of it importing torch).
+_CONFIGS = {
+    "curve": "landscape.curves:CurveConfig",
+    "plane": "landscape.studies.plane:PlaneConfig",
+    "pca": "landscape.studies.pca:PCAConfig",
+    "random-plane": "landscape.studies.random_plane:RandomPlaneConfig",
+    "slice": "landscape.studies.slices:SliceConfig",
+    "hessian": "landscape.studies.hessian:HessianConfig",
+}
+
 
 def _store(args: argparse.Namespace) -> Store:
+    from landscape.store import Store
+
     return Store(args.store) if args.store else Store()
 
 
@@ -68,7 +79,9 @@ def _estimate(kind: base.Kind, cfg: Any, ckpt) -> float | None:
     Returns:
         The estimated seconds, or None when the measurement failed.
     """
+    from landscape.checkpoints import CheckpointError
     from landscape.cost import estimate, estimate_text, measure_rates, study_cost
+    from landscape.data import DataError
 
     try:
         rates = measure_rates(
@@ -108,7 +121,10 @@ def _run_grid(args: argparse.Namespace, kind: base.Kind, cfg: Any, inputs: Any, 
     The estimate is printed (and ``--yes`` required above the limit) once: by the launcher
     before it starts the ranks, else by rank 0, which tells the other ranks whether to start.
     """
+    from landscape.cli.text import describe
     from landscape.distributed import LAUNCHED, broadcast, launch, process_group, relaunch_argv
+    from landscape.progress import terminal_progress
+    from landscape.studies import base
 
     if args.launcher > 1 and "WORLD_SIZE" not in os.environ:
         from landscape.cli import build_parser
@@ -135,6 +151,8 @@ def _run_grid(args: argparse.Namespace, kind: base.Kind, cfg: Any, inputs: Any, 
 
 def _print_verdicts(res: object) -> None:
     """What the result says (landscape.verdicts), after its numbers."""
+    from landscape.cli.text import study_verdicts, verdicts_text
+
     text = verdicts_text(study_verdicts(res))
     if text:
         print(text)
@@ -146,7 +164,9 @@ def endpoints(args: argparse.Namespace):
     ``--curve`` takes a landscape curve file or a curve file of the research code (``.pt``);
     the latter carries its own endpoints, which stand in for A and B when they are not given.
     """
+    from landscape.checkpoints import CheckpointError
     from landscape.curves import load_curve
+    from landscape.research import load_any, open_research
 
     if args.curve and Path(args.curve).suffix.lower() in (".pt", ".pth"):
         found = open_research(args.curve)
@@ -161,6 +181,9 @@ def endpoints(args: argparse.Namespace):
 
 
 def _cmd_plane(args: argparse.Namespace) -> int:
+    from landscape.research import load_any
+    from landscape.studies import plane
+
     a, b, third = endpoints(args)
     inputs = plane.PlaneInputs(a, b, third if third is not None else load_any(args.third))
     return _run_grid(args, plane.KIND, config_from(args, plane.PlaneConfig), inputs, a)
@@ -176,13 +199,14 @@ def _add_plane(sub: argparse._SubParsersAction) -> None:
         "of the research code brings its own A and B (this or --third is required)",
     )  # fmt: skip
     third.add_argument("--third", help="a third checkpoint C (this or --curve is required)")
-    add_config(p, plane.PlaneConfig)
+    add_config(p, _CONFIGS["plane"])
     _common(p, launcher=True)
     p.set_defaults(func=_cmd_plane)
 
 
 def _cmd_pca(args: argparse.Namespace) -> int:
     from landscape.checkpoints import load_checkpoint
+    from landscape.studies import pca
 
     inputs = pca.PCAInputs(tuple(args.runs))
     a = load_checkpoint(inputs.final)
@@ -192,12 +216,17 @@ def _cmd_pca(args: argparse.Namespace) -> int:
 def _add_pca(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pca", help="loss/accuracy on the PCA plane of training trajectories")
     p.add_argument("runs", nargs="+", help="one or two run folders (with trajectory/)")
-    add_config(p, pca.PCAConfig, choices={"centre": pca.CENTRES})
+    add_config(
+        p, _CONFIGS["pca"], choices={"centre": light_constant("landscape.studies.pca:CENTRES")}
+    )
     _common(p, launcher=True)
     p.set_defaults(func=_cmd_pca)
 
 
 def _cmd_random_plane(args: argparse.Namespace) -> int:
+    from landscape.research import load_any
+    from landscape.studies import random_plane
+
     a = load_any(args.a)
     cfg = config_from(args, random_plane.RandomPlaneConfig)
     return _run_grid(args, random_plane.KIND, cfg, random_plane.RandomPlaneInputs(a), a)
@@ -206,12 +235,15 @@ def _cmd_random_plane(args: argparse.Namespace) -> int:
 def _add_random_plane(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("random-plane", help="random filter-normalised plane around A")
     p.add_argument("a", help="checkpoint at the centre")
-    add_config(p, random_plane.RandomPlaneConfig)
+    add_config(p, _CONFIGS["random-plane"])
     _common(p, launcher=True)
     p.set_defaults(func=_cmd_random_plane)
 
 
 def _cmd_slice(args: argparse.Namespace) -> int:
+    from landscape.research import load_any
+    from landscape.studies import hessian, slices
+
     a = load_any(args.a)
     b = load_any(args.to) if args.to else None
     hcfg = hessian.HessianConfig(k=1, subset=args.subset, data_root=args.data_root)
@@ -228,12 +260,18 @@ def _add_slice(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--subset", type=int, default=None, help="Hessian samples for eigen (default: all)"
     )
-    add_config(p, slices.SliceConfig, choices={"direction": slices.DIRECTIONS})
+    directions = light_constant("landscape.studies.slices:DIRECTIONS")
+    add_config(p, _CONFIGS["slice"], choices={"direction": directions})
     _common(p, launcher=True)
     p.set_defaults(func=_cmd_slice)
 
 
 def _cmd_hessian(args: argparse.Namespace) -> int:
+    from landscape.cli.text import describe
+    from landscape.progress import terminal_progress
+    from landscape.research import load_any
+    from landscape.studies import base, hessian
+
     a = load_any(args.a)
     b = load_any(args.direction_to) if args.direction_to else None
     cfg = config_from(args, hessian.HessianConfig)
@@ -255,7 +293,7 @@ def _add_hessian(sub: argparse._SubParsersAction) -> None:
         "--direction-to",
         help="checkpoint B: overlaps of B - A, the gRDA minimum (default: none, eigenvalues only)",
     )
-    add_config(p, hessian.HessianConfig)
+    add_config(p, _CONFIGS["hessian"])
     _common(p, launcher=False)
     p.set_defaults(func=_cmd_hessian)
 
@@ -264,6 +302,8 @@ def _write_curve_outputs(out: Path, res: curve.CurveResult, key: str, store: Sto
     """curve.safetensors (verified against its checksum), result.json and path.csv in ``out``,
     each written atomically."""
     import io
+
+    from landscape.store import atomic_write
 
     blob = store.read_artifact(res.curve_file)  # the bytes checked are the bytes copied
     if blob is None:
@@ -282,7 +322,10 @@ def _write_curve_outputs(out: Path, res: curve.CurveResult, key: str, store: Sto
 
 
 def _cmd_curve(args: argparse.Namespace) -> int:
+    from landscape.cli.text import curve_table
     from landscape.curves import CurveConfig
+    from landscape.progress import terminal_progress
+    from landscape.studies import base, curve
 
     a, b, given = endpoints(args)
     cfg = config_from(args, CurveConfig)
@@ -310,8 +353,6 @@ def _name(ckpt, role: str) -> str:
 
 
 def _add_curve(sub: argparse._SubParsersAction) -> None:
-    from landscape.curves import CurveConfig
-
     p = sub.add_parser("curve", help="fit a Bezier curve between two minima; loss along it")
     p.add_argument("a", nargs="?", help="checkpoint A (t = 0)")
     p.add_argument("b", nargs="?", help="checkpoint B (t = 1)")
@@ -325,7 +366,7 @@ def _add_curve(sub: argparse._SubParsersAction) -> None:
         "curve file, or a .pt curve file of the research code (its endpoints are A and B) "
         "(default: fit one)",
     )  # fmt: skip
-    add_config(p, CurveConfig)
+    add_config(p, _CONFIGS["curve"])
     _common(p, launcher=False)
     p.set_defaults(func=_cmd_curve)
 

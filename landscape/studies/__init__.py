@@ -6,6 +6,7 @@
 
 from landscape.studies import (
     curve,
+    frontier,
     hessian,
     masks,
     pca,
@@ -14,6 +15,7 @@ from landscape.studies import (
     random_plane,
     slices,
     sweep,
+    threeway,
 )
 from landscape.studies.base import Context, Kind, Result, find, run, study_key
 
@@ -24,6 +26,7 @@ __all__ = [
     "Result",
     "curve",
     "find",
+    "frontier",
     "hessian",
     "masks",
     "pca",
@@ -34,6 +37,7 @@ __all__ = [
     "slices",
     "study_key",
     "sweep",
+    "threeway",
 ]
 
 KINDS: dict[str, Kind] = {
@@ -48,5 +52,7 @@ KINDS: dict[str, Kind] = {
         prune.KIND,
         sweep.KIND,
         masks.KIND,
+        frontier.KIND,
+        threeway.KIND,
     )
 }

@@ -1,7 +1,10 @@
-"""Connectivity of two minima: a fitted Bezier curve and the straight line, evaluated along t.
+"""Connectivity of two minima: a fitted curve and the straight line, evaluated along t.
 
-The curve is fitted (or a given one reused) between A (t = 0) and B (t = 1); both paths are
-evaluated at ``points`` values of t with BatchNorm recalibrated at every point. The fit is
+The curve (Bezier or polygonal chain, masked to B's zeros or not) is fitted (or a given one
+reused) between A (t = 0) and B (t = 1); both paths are evaluated at ``points`` values of t
+with BatchNorm recalibrated at every point. The line is always the plain one from A to B (a
+masked curve starts at A projected onto B's mask instead). Along both, the fraction of B's
+zero weights still below 1e-3 is kept per layer: where the path leaves the sparse end. The fit is
 stored on its own (keyed by the fit settings only), so new ``points`` or ``bn_subset`` reuse it.
 Points are built one at a time from the control points (the one evaluator's basis), so memory
 does not grow with the number of points.
@@ -23,7 +26,6 @@ from landscape.checkpoints import Checkpoint, CheckpointError, checkpoint_datase
 from landscape.curves import (
     BezierCurve,
     CurveConfig,
-    bernstein,
     curve_bytes,
     curve_hash,
     endpoint_params,
@@ -33,6 +35,7 @@ from landscape.curves import (
     load_curve,
 )
 from landscape.data import Dataset
+from landscape.evaldata import small_model_threads
 from landscape.evaluate import EvalData
 from landscape.models import prunable_names
 from landscape.params import sparsity, unflatten
@@ -77,12 +80,15 @@ class PathResult:
             "segment" (|phi(t_i) - phi(t_{i-1})|, 0 for i = 0; sums to the path length).
         layer_sparsity: (n, layers) fraction of exact zeros per prunable layer.
         layers: names of the prunable layers.
+        zeros_kept: (n, layers) fraction of B's exactly-zero weights with |phi(t)| < 1e-3 per
+            layer (NaN for a layer without zeros in B; None in results stored before).
     """
 
     t: np.ndarray
     columns: dict[str, np.ndarray]
     layer_sparsity: np.ndarray
     layers: list[str]
+    zeros_kept: np.ndarray | None = None
 
     def barrier(self, metric: str = "train_loss") -> Barrier:
         """max_t [m(t) - ((1 - t) m(0) + t m(1))]: 0 when the path never rises above the chord."""
@@ -126,6 +132,7 @@ class CurveResult(Result):
         fit_history: per-epoch mean training loss of the fit (empty for a given curve).
         n_test: test samples behind each accuracy (None in results stored before it was kept).
         n_train: training samples behind each training metric (train_subset; None: older).
+        curve_zeros_kept, line_zeros_kept: (n, layers) :attr:`PathResult.zeros_kept`.
     """
 
     t: np.ndarray
@@ -141,6 +148,8 @@ class CurveResult(Result):
     fit_history: list[float]
     n_test: int | None = None
     n_train: int | None = None
+    curve_zeros_kept: np.ndarray | None = None
+    line_zeros_kept: np.ndarray | None = None
 
     ARTIFACTS = ("curve_file",)
 
@@ -149,31 +158,53 @@ class CurveResult(Result):
         if name not in ("curve", "line"):
             raise ValueError(f"path is 'curve' or 'line', got {name!r}")
         sparsity_ = self.curve_layer_sparsity if name == "curve" else self.line_layer_sparsity
-        return PathResult(self.t, getattr(self, name), sparsity_, self.layers)
+        kept = getattr(self, f"{name}_zeros_kept")
+        return PathResult(self.t, getattr(self, name), sparsity_, self.layers, kept)
+
+    @property
+    def masked(self) -> bool:
+        """Whether the curve was kept on B's zero mask."""
+        return bool(self.config.get("masked"))
+
+    @property
+    def curve_type(self) -> str:
+        return self.config.get("curve_type", "bezier")
+
+
+def _zeros_kept(point: dict[str, torch.Tensor], zeros: dict[str, torch.Tensor]) -> list[float]:
+    """Per layer: the fraction of B's zero weights (``zeros``: masks) still below SMALL."""
+    return [
+        float((point[n][z].abs() < SMALL).float().mean()) if bool(z.any()) else float("nan")
+        for n, z in zeros.items()
+    ]
 
 
 def _point_columns(
     curve: BezierCurve, controls: torch.Tensor, coeffs: torch.Tensor, prunable: list[str]
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Norms, sparsity and segment lengths, one point at a time (memory flat in points; the
-    segment reuses the previous point's vector; norms accumulate in float64)."""
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Norms, sparsity, B's zeros kept and segment lengths, one point at a time (memory flat in
+    points; the segment reuses the previous point's vector; norms accumulate in float64)."""
     n = coeffs.shape[0]
     like = curve.start
+    end = curve.end
+    zeros = {name: end[name] == 0 for name in prunable}  # B's zero masks, per layer
     cols = {c: np.zeros(n) for c in PATH_COLUMNS}
-    layers = np.zeros((n, len(prunable)))
+    layers, kept = np.zeros((n, len(prunable))), np.zeros((n, len(prunable)))
     prev = None
     for i in range(n):
         flat = coeffs[i].to(controls) @ controls  # (P,)
-        sp = sparsity(unflatten(flat, like), prunable, tol=SMALL)
+        point = unflatten(flat, like)
+        sp = sparsity(point, prunable, tol=SMALL)
         cols["weight_norm"][i] = float(torch.linalg.vector_norm(flat, dtype=torch.float64))
         cols["sparsity"][i], cols["sparsity_small"][i] = sp["zero"], sp["small"]
         layers[i] = [sp["layers"][name] for name in prunable]
+        kept[i] = _zeros_kept(point, zeros)
         if prev is not None:
             cols["segment"][i] = float(
                 torch.linalg.vector_norm(prev.sub_(flat), dtype=torch.float64)
             )
         prev = flat
-    return cols, layers
+    return cols, layers, kept
 
 
 @torch.no_grad()
@@ -199,7 +230,7 @@ def evaluate_path(
     ts = np.asarray(t, dtype=float)
     if not bool(((ts >= 0) & (ts <= 1)).all()):
         raise ValueError(f"t must be in [0, 1], got {ts[~((ts >= 0) & (ts <= 1))][0]}")
-    coeffs = bernstein(curve.order, torch.as_tensor(ts, dtype=torch.float64))  # (n, k + 1)
+    coeffs = curve.weights(torch.as_tensor(ts, dtype=torch.float64))  # (n, k + 1)
     like = curve.start
     device = data.x_train.device
     # Named control points: the evaluator matches them to the model's parameters by name
@@ -208,12 +239,16 @@ def evaluate_path(
     basis = [{n: v.to(device) for n, v in unflatten(w, like).items()} for w in controls]
     metrics = evaluate_coords(model, basis, coeffs.numpy(), data, context, stage=stage)
     prunable = prunable_names(model)
-    cols, layers = _point_columns(curve, controls, coeffs, prunable)
-    return PathResult(ts, {**metrics, **cols}, layers, prunable)
+    with small_model_threads(model, data.x_train):  # the one thread policy, as the evaluator
+        cols, layers, kept = _point_columns(curve, controls, coeffs, prunable)
+    return PathResult(ts, {**metrics, **cols}, layers, prunable, kept)
 
 
 def _fit_identity(inputs: CurveInputs, cfg: CurveConfig, data: Dataset) -> dict:
     fit = {f: getattr(cfg, f) for f in _FIT_FIELDS}
+    # A plain Bezier fit keeps its key from before curve types and masks existed.
+    fit |= {"curve_type": cfg.curve_type} if cfg.curve_type != "bezier" else {}
+    fit |= {"masked": True} if cfg.masked else {}
     a, b = inputs.a, inputs.b
     return {
         "a": a.param_hash,
@@ -273,7 +308,7 @@ def _settings(cfg: CurveConfig, inputs: CurveInputs) -> dict[str, Any]:
     """The config a result records: a given curve's order and evaluation settings only."""
     if inputs.curve is None:
         return asdict(cfg)
-    return given_config(cfg, inputs.curve.order)
+    return given_config(cfg, inputs.curve.order, inputs.curve.kind)
 
 
 def _identity(cfg: CurveConfig, inputs: CurveInputs) -> dict:
@@ -281,6 +316,8 @@ def _identity(cfg: CurveConfig, inputs: CurveInputs) -> dict:
     model, pa, pb = endpoint_params(inputs.a, inputs.b)
     if inputs.curve is not None and not joins(inputs.curve, pa, pb):
         raise ValueError("the given curve does not run between these endpoints")
+    if inputs.curve is not None and cfg.masked:
+        raise ValueError("a given curve is evaluated as it is: masked applies to a fitted one")
     data = _data(inputs, cfg)
     n = len(data.y_train)
     bn = {"bn_samples": n if cfg.bn_subset is None else min(cfg.bn_subset, n)}
@@ -290,12 +327,14 @@ def _identity(cfg: CurveConfig, inputs: CurveInputs) -> dict:
                 for b, _ in mod.named_buffers(recurse=False)}  # fmt: skip
     other = {k: v for k, v in inputs.a.state.items() if k not in bn_names and k not in pa}
     settings = _settings(cfg, inputs)
+    # A given curve's type is in its hash, whatever the config says.
+    keep = set(settings) - ({"curve_type"} if inputs.curve is not None else set())
     return {
         "a": inputs.a.param_hash,
         "b": inputs.b.param_hash,
         "buffers": content_hash(other) if other else None,
         "data": {**data.describe(), **bn, "bn_batch_size": EvalData.batch_size},
-        "config": {k: v for k, v in config_identity(cfg).items() if k in settings},
+        "config": {k: v for k, v in config_identity(cfg).items() if k in keep},
         "curve": curve_hash(inputs.curve) if inputs.curve is not None else None,
     }
 
@@ -332,10 +371,13 @@ def _compute(cfg: CurveConfig, inputs: CurveInputs, context: Context) -> CurveRe
         fit_history=list(fitted.history),
         n_test=len(data.y_test),
         n_train=len(data.y_train),
+        curve_zeros_kept=paths["curve"].zeros_kept,
+        line_zeros_kept=paths["line"].zeros_kept,
     )
 
 
 # 2: the curve file is a checksummed artefact of the result
 # 3: canonical (sorted-name) curve hash; endpoints by parameter hash; a given curve's key and
 #    result hold no fitting settings; train/test subsets
-KIND = Kind("curve", 3, CurveConfig, CurveResult, _identity, _compute)
+# 4: curve types (polychain), masked curves, B's zeros kept per layer along both paths
+KIND = Kind("curve", 4, CurveConfig, CurveResult, _identity, _compute)

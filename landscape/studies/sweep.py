@@ -36,7 +36,8 @@ class SweepConfig:
     sgd: str | None = None  # SGD run folder or checkpoint for the magnitude baseline
     scope: str = "global"  # magnitude pruning scope: global or layer
     finetune_epochs: int = 0  # masked SGD epochs after magnitude pruning (train.lr, batch_size)
-    workers: int = 1  # parallel training processes, each with cores // workers torch threads
+    workers: int = 1  # training processes (this one too) taking runs from one queue; the runs
+    # are the same bytes with any number (each seeds itself)
 
 
 @dataclass(frozen=True)

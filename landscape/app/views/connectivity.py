@@ -1,16 +1,21 @@
-"""Connectivity: metrics along the fitted Bezier curve and the straight line from A to B."""
+"""Connectivity: metrics along the fitted curve and the straight line from A to B.
+
+The curve is a Bezier curve or a polygonal chain, optionally masked to B's zeros (a path of
+sparse models); the masked and the plain curve are overlaid once both are computed, and a heat
+map shows where along t each layer's zeros of B disappear.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from landscape.app import charts, jobs, sidebar, ui
-from landscape.curves import CurveConfig
+from landscape.app import charts, charts_curves, jobs, sidebar, ui
+from landscape.curves import CURVE_TYPES, CurveConfig
 from landscape.studies.curve import CurveResult, PathResult
 from landscape.workspace import curve_label
 
@@ -25,7 +30,18 @@ def _options(sel: sidebar.Selection) -> CurveConfig:
     saved = ui.curve_config(sel)
     with st.expander("Curve options", expanded=False):
         c = st.columns(4)
-        order = c[0].number_input("Bezier order", 1, 6, saved.order, key="curve_order")
+        curve_type = c[0].selectbox(
+            "Curve type", CURVE_TYPES, index=CURVE_TYPES.index(saved.curve_type), key="curve_type",
+            help="bezier: Bernstein weights (Garipov et al.); polychain: straight segments "
+            "through the bends, equal t per segment (the research code's PolyChain)",
+        )  # fmt: skip
+        masked = c[1].checkbox(
+            "Masked to B's zeros", value=saved.masked, key="curve_masked",
+            help="keep the curve at exactly zero where B's weights are: A and the bends are "
+            "projected onto B's zero mask (is there a path of sparse models?)",
+        )  # fmt: skip
+        c = st.columns(4)
+        order = c[0].number_input("Order (bends + 1)", 1, 6, saved.order, key="curve_order")
         epochs = c[1].number_input("Fit epochs", 0, 1000, saved.epochs, key="curve_epochs")
         points = c[2].number_input("Points per path", 2, 401, saved.points, key="curve_points")
         bn = c[3].number_input(
@@ -34,6 +50,8 @@ def _options(sel: sidebar.Selection) -> CurveConfig:
         )  # fmt: skip
     cfg = CurveConfig(
         order=int(order),
+        curve_type=str(curve_type),
+        masked=bool(masked),
         epochs=int(epochs),
         points=int(points),
         bn_subset=ui.bn_subset(bn),
@@ -86,6 +104,52 @@ def _compare(
         }
         fig = charts.path_metric(mine.t, paths, m, log_y=log and charts.is_loss(m))
         ui.chart(fig, pd.DataFrame({"t": mine.t, **paths}), f"compare_{m}")
+
+
+def _masked_compare(
+    sel: sidebar.Selection, cfg: CurveConfig, res: CurveResult, log: bool, ends: tuple[str, str]
+) -> None:
+    """The masked curve over the plain one and the line, once both curves are computed."""
+    other = jobs.find(jobs.curve_job(sel, replace(cfg, masked=not cfg.masked)))
+    st.subheader("Masked curve, plain curve and line")
+    if other is None:
+        which = "plain" if cfg.masked else "masked"
+        st.caption(f"Compute the {which} curve (the checkbox above) to overlay the two.")
+        return
+    masked, plain = (res, other) if cfg.masked else (other, res)
+    if len(masked.t) != len(plain.t):
+        st.caption("The two were evaluated at different t; use the same number of points.")
+        return
+    st.caption(
+        "The masked curve runs from A projected onto B's zero mask (A's weights where B is "
+        "zero set to zero) to B, every point exactly zero there."
+    )
+    for m in ("train_loss", "test_acc"):
+        paths = {
+            charts_curves.MASKED: masked.curve[m],
+            "curve": plain.curve[m],
+            "line": plain.line[m],
+        }
+        fig = charts_curves.masked_paths(
+            plain.t, paths, m, log_y=log and charts.is_loss(m), ends=ends
+        )
+        ui.chart(fig, pd.DataFrame({"t": plain.t, **paths}), f"masked_{m}")
+
+
+def _zeros_kept(res: CurveResult) -> None:
+    """Heat map t x layer: the fraction of B's zero weights still below 1e-3 along a path."""
+    if res.curve_zeros_kept is None:
+        return
+    st.subheader("Where the path leaves the sparse end")
+    which = st.radio("Path", ["curve", "line"], horizontal=True, key="curve_zeros_path")
+    kept = res.curve_zeros_kept if which == "curve" else res.line_zeros_kept
+    fig = charts_curves.zeros_kept_heatmap(res.t, res.layers, kept)
+    table = pd.DataFrame(kept, columns=res.layers).assign(t=res.t).set_index("t").reset_index()
+    ui.chart(fig, table, f"zeros_kept_{which}")
+    st.caption(
+        "Per layer, the fraction of B's exactly-zero weights with |w| < 1e-3 at each t "
+        "(1: all of B's zeros kept; blank: the layer has no zeros in B)."
+    )
 
 
 def summary(path: PathResult) -> dict:
@@ -168,8 +232,9 @@ def _t_slider(res: CurveResult) -> float:
 def main() -> None:
     sel = ui.pair_page(
         "Connectivity",
-        "Bezier curve fitted between the two minima (Garipov et al. 2018) beside the straight "
-        "line; BatchNorm statistics recomputed at every point. t = 0 is A, t = 1 is B.",
+        "Bezier curve or polygonal chain fitted between the two minima (Garipov et al. 2018) "
+        "beside the straight line; BatchNorm statistics recomputed at every point. t = 0 is A, "
+        "t = 1 is B.",
     )
     cfg = _options(sel)
     available = sidebar.imported_curves(sel)
@@ -179,6 +244,12 @@ def main() -> None:
     if res is None:
         return
     ui.verdicts("connectivity", res)
+    if res.masked:
+        st.caption(
+            f"Masked curve: it starts at A projected onto B's zero mask (train loss "
+            f"{res.curve['train_loss'][0]:.4g}; A itself {res.line['train_loss'][0]:.4g}), so "
+            "its barrier is measured from there; the line is the plain one from A."
+        )
     ui.verdicts("sparsity_along", res)
     paths = {name: res.path(name) for name in PATHS}
     summaries = {name: summary(p) for name, p in paths.items()}
@@ -198,6 +269,9 @@ def main() -> None:
         ui.chart(fig, frame[["t", "curve_" + m, "line_" + m]], f"path_{m}")
     if available:
         _compare(sel, cfg, imported, available[0], res, log)
+    if imported is None:
+        _masked_compare(sel, cfg, res, log, ends)
+    _zeros_kept(res)
     st.subheader(f"At t = {t:.3f}")
     _at_t(paths, t)
     st.download_button(

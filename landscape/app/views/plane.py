@@ -1,4 +1,8 @@
-"""Plane: the loss surface on the plane through A, the curve's bend and B."""
+"""Plane: the loss surface on the plane through A, the curve's bend and B.
+
+The curve (Bezier or polygonal chain, as chosen on the Connectivity page) is drawn projected
+into the plane: a polychain's straight segments through its bends, a Bezier curve's arc.
+"""
 
 from __future__ import annotations
 
@@ -73,7 +77,8 @@ def main() -> None:
     which = (
         f"the imported curve {curve_label(imported)}"
         if imported is not None
-        else f"order {curve_cfg.order}, {curve_cfg.epochs} fit epochs"
+        else f"{curve_cfg.curve_type} of order {curve_cfg.order}"
+        f"{', masked to B zeros' if curve_cfg.masked else ''}, {curve_cfg.epochs} fit epochs"
     )
     st.caption(
         "w = A + alpha u + beta v with u along B - A and v the orthogonal part of the bend - A "

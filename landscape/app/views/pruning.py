@@ -9,13 +9,15 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from landscape.app import charts, jobs, sidebar, ui
+from landscape.app import charts, charts_pruning, jobs, sidebar, ui
 from landscape.checkpoints import CheckpointError
 from landscape.cost import sweep_cost
+from landscape.curves import CurveConfig
 from landscape.data import DataError
 from landscape.store import home
-from landscape.studies import masks, run
+from landscape.studies import masks, run, threeway
 from landscape.studies import sweep as sweep_kind
+from landscape.studies.plane import PlaneConfig, PlaneResult
 from landscape.studies.sweep import SweepConfig, SweepInputs, SweepResult
 from landscape.sweep import load_sweep
 from landscape.train import TrainConfig
@@ -169,6 +171,80 @@ def _connectivity_button(folder: Path, result: SweepResult, idx: int) -> None:
     st.switch_page("views/connectivity.py")
 
 
+def _curve_options(prefix: str, sel: sidebar.Selection) -> CurveConfig:
+    """Small curve settings for the many curves of a frontier or a three-way study."""
+    cols = st.columns(2)
+    epochs = cols[0].number_input("Curve epochs", 1, 200, 5, key=f"{prefix}_epochs")
+    points = cols[1].number_input("Points on each path", 3, 101, 11, key=f"{prefix}_points")
+    return CurveConfig(epochs=int(epochs), points=int(points), device=sel.device)
+
+
+def _frontier_rows(res) -> pd.DataFrame:
+    cols = ("sparsity", "curve_train", "line_train", "curve_test", "line_test", "c", "mu")
+    table = pd.DataFrame({"method": res.method, **{k: getattr(res, k) for k in cols}})
+    return table.assign(seed=res.seed, path=res.paths)
+
+
+def _connect_section(folder: Path, result: SweepResult) -> None:
+    st.subheader("Connectivity frontier")
+    sgd = _sgd_member(result)
+    st.caption(
+        f"A curve from {sgd.label} (t = 0) to every model of the sweep (t = 1): the barrier "
+        "against sparsity, curve solid and straight line dashed. Each pair is stored on its "
+        "own, so an interrupted frontier resumes. CLI: `landscape frontier FOLDER --sgd RUN`."
+    )
+    sel = sidebar.selection()
+    cfg = _curve_options("frontier", sel)
+    job = jobs.frontier_job(folder, sgd, cfg, len(result.rows))
+    found = ui.result(job, sel, key="pruning_frontier_run", label="Connect")
+    if found is None:
+        return
+    ui.verdicts("frontier", found)
+    ui.chart(charts_pruning.frontier_barriers(found), _frontier_rows(found), "frontier_barriers")
+
+
+def _threeway_rows(res) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "pair": res.pairs,
+            "curve barrier (train loss)": res.curve_barrier,
+            "line barrier (train loss)": res.line_barrier,
+            "test accuracy dip": res.acc_dip,
+            "test accuracy at t = 0": res.end_acc[:, 0],
+            "test accuracy at t = 1": res.end_acc[:, 1],
+        }
+    )
+
+
+def _threeway_section() -> None:
+    st.subheader("Three-way study")
+    sel = sidebar.selection()
+    st.caption(
+        f"{sel.a.label} (SGD), {sel.b.label} (gRDA) and {sel.a.label} magnitude-pruned to "
+        f"{sel.b.label}'s sparsity: three curves and the plane through the three minima "
+        "(the study's A and B in the sidebar). CLI: `landscape threeway SGD GRDA`."
+    )
+    curve_cfg = _curve_options("threeway", sel)
+    grid = st.number_input("Plane grid points per axis", 3, 61, 11, key="threeway_grid")
+    plane_cfg = PlaneConfig(grid=int(grid), device=sel.device)
+    cfg = threeway.ThreewayConfig(curve=curve_cfg, plane=plane_cfg)
+    found = ui.result(jobs.threeway_job(sel.a, sel.b, cfg), sel, key="pruning_threeway_run")
+    if found is None:
+        return
+    st.caption(
+        f"gRDA sparsity {found.sparsity:.4f}; the magnitude-pruned twin's {found.twin_sparsity:.4f}."
+    )
+    st.dataframe(_threeway_rows(found), hide_index=True)
+    ui.verdicts("threeway", found)
+    stored = jobs.store().find("plane", found.plane_key)
+    if stored is None:
+        st.info("The plane's result is gone from the store: compute the study again.")
+        return
+    plane_res = PlaneResult.from_arrays(stored.data, stored.arrays)
+    data = {k: v.tolist() for k, v in plane_res.metrics.items()}
+    ui.chart(charts_pruning.threeway_plane(plane_res), data, "threeway_plane")
+
+
 def _run_section(folder: Path) -> None:
     st.caption(
         "gRDA runs of the default cnn on digits from the default study's initial weights "
@@ -230,13 +306,16 @@ def main() -> None:
     with st.expander("Run a small sweep here", expanded=result is None):
         _run_section(folder)
     if result is None:
+        _threeway_section()
         return
     ui.verdicts("pruning", result)
     idx = _frontier_section(folder, result)
     _connectivity_button(folder, result, idx)
     _layers_section(folder, result, idx)
+    _connect_section(folder, result)
     st.subheader("Mask stability")
     _stability_section(folder, result)
+    _threeway_section()
 
 
 main()
