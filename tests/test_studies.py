@@ -376,11 +376,12 @@ def test_cli_reports_bad_input(mlp3, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_killed_plane_run_resumes_from_saved_points(tmp_path):
     """Kill the CLI once a partial result is saved; a re-run computes only the rest."""
     ckpts = [make_ckpt(tmp_path / f"r{i}.safetensors", CNN, 20 + i) for i in range(3)]
     store = Store(tmp_path / "s")
-    grid = 25
+    grid = 45  # enough points that the run outlasts the first partial save (every 2 s)
     argv = [str(c.path) for c in (ckpts[0], ckpts[2])] + ["--third", str(ckpts[1].path)]
     cmd = [sys.executable, "-m", "landscape", "plane", *argv, "--grid", str(grid)]
     cmd += ["--store", str(store.root), "--bn-subset", "256"]
@@ -392,6 +393,8 @@ def test_killed_plane_run_resumes_from_saved_points(tmp_path):
             assert proc.poll() is None, "the run finished before a partial result was saved"
             assert time.monotonic() < deadline
             time.sleep(0.05)
+        time.sleep(0.5)  # the first save is complete (the next one comes 2 s later)
+        assert proc.poll() is None, "the run finished before it could be killed"
         proc.kill()
     finally:
         proc.wait()
