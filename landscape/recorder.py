@@ -248,8 +248,7 @@ class Recorder:
         if self.steps not in self._snap.at:
             self._snap.at = {self.steps}
             self._snap(self.steps)
-        prunable = prunable_names(self.model)
-        metrics = _final_metrics(self.model, self.data, self._device(), prunable)
+        metrics, layer_sparsity = _final_metrics(self.model, self.data, self._device())
         meta = {**self._snap.meta, "optimizer": self._opt_meta()}
         epoch = self.steps / self.steps_per_epoch if self.steps_per_epoch else 0
         final = {**meta, "step": self.steps, "epoch": epoch, "metrics": metrics}
@@ -262,7 +261,7 @@ class Recorder:
             "init_hash": None,
             "final_hash": final_hash,
             "metrics": metrics,
-            "layer_sparsity": sparsity(self.model.state_dict(), prunable)["layers"],
+            "layer_sparsity": layer_sparsity,
             "history": self.history,
             "snapshots": self._snap.written,
             "steps": self.steps,

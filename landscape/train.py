@@ -261,11 +261,12 @@ class _Snapshots:
         self.written.append({"file": name, "step": step, "epoch": epoch, "hash": h})
 
 
-def _final_metrics(model: nn.Module, data: Dataset, device, prunable: list[str]) -> dict:
+def _final_metrics(model: nn.Module, data: Dataset, device) -> tuple[dict, dict]:
+    """(final metrics, per-layer sparsity) of the trained model."""
     tr = evaluate_model(model, data.x_train.to(device), data.y_train.to(device))
     te = evaluate_model(model, data.x_test.to(device), data.y_test.to(device))
-    sp = sparsity(model.state_dict(), prunable)
-    return {
+    sp = sparsity(model.state_dict(), prunable_names(model))
+    metrics = {
         "train_loss": tr["loss"],
         "train_acc": tr["acc"],
         "test_loss": te["loss"],
@@ -273,6 +274,7 @@ def _final_metrics(model: nn.Module, data: Dataset, device, prunable: list[str])
         "sparsity": sp["zero"],
         "sparsity_small": sp["small"],
     }
+    return metrics, sp["layers"]
 
 
 def _epochs(
@@ -356,8 +358,7 @@ def train(cfg: TrainConfig, out: str | Path, *, progress: Progress | None = None
     # the machine's thread count (reductions split over threads round differently).
     with small_model_threads(model, data.x_train.to(device)):
         history, step = _epochs(cfg, model, data, snap, progress)
-        prunable = prunable_names(model)
-        metrics = _final_metrics(model, data, device, prunable)
+        metrics, layer_sparsity = _final_metrics(model, data, device)
         final_hash = save_checkpoint(
             out / "final.safetensors",
             model,
@@ -371,7 +372,7 @@ def train(cfg: TrainConfig, out: str | Path, *, progress: Progress | None = None
             "init_hash": init_hash,
             "final_hash": final_hash,
             "metrics": metrics,
-            "layer_sparsity": sparsity(model.state_dict(), prunable)["layers"],
+            "layer_sparsity": layer_sparsity,
             "history": history,
             "snapshots": snap.written,
             "steps": step,

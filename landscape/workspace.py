@@ -305,7 +305,8 @@ def save_upload(
             for a file over the size limit or one that would exceed the uploads' quota).
     """
     label = display_label(filename)
-    limit = min(max_bytes or settings().max_upload, settings().max_upload)
+    ceiling = settings().max_upload
+    limit = min(max_bytes or ceiling, ceiling)
     with _source_file(source, label) as path:
         _check_upload(path.stat().st_size, label, limit)
         points, curve = _read_upload(path, label, arch=arch, data=data, max_bytes=limit)

@@ -20,6 +20,7 @@ from landscape.models import build_model
 from landscape.store import Store
 from landscape.studies import plane, run, study_key
 from landscape.studies.plane import PlaneConfig, PlaneInputs
+from tests.processes import alive
 
 REPO = Path(__file__).resolve().parent.parent
 CNN = {
@@ -105,14 +106,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 def test_killing_the_launcher_kills_its_ranks(tmp_path):
@@ -130,9 +123,9 @@ def test_killing_the_launcher_kills_its_ranks(tmp_path):
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 5
-        while any(_alive(r) for r in ranks) and time.monotonic() < deadline:
+        while any(alive(r) for r in ranks) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not any(_alive(r) for r in ranks), "ranks outlived their launcher"
+        assert not any(alive(r) for r in ranks), "ranks outlived their launcher"
     finally:
         parent.kill()
         parent.wait()

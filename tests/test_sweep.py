@@ -16,6 +16,7 @@ from landscape.checkpoints import load_checkpoint
 from landscape.cli import main
 from landscape.sweep import COLUMNS, SweepConfig, load_sweep, pareto_front, run_sweep
 from landscape.train import TrainConfig, make_initial, train
+from tests.processes import alive
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"arch": "mlp", "arch_kwargs": {"widths": [8]}, "epochs": 1, "snapshots": 2}
@@ -282,14 +283,6 @@ def _workers(pid: int) -> list[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_killed_worker_stops_the_sweep_and_its_run_is_redone_on_resume(tmp_path):
@@ -317,7 +310,7 @@ def test_killed_worker_stops_the_sweep_and_its_run_is_redone_on_resume(tmp_path)
             proc.wait()
     assert proc.returncode != 0 and "a sweep worker died" in err
     time.sleep(0.5)
-    assert not [p for p in victims if _alive(p)]  # reaped, not left a zombie or orphan
+    assert not [p for p in victims if alive(p)]  # reaped, not left a zombie or orphan
     done = [p for p in out.glob("runs/*/run.json") if not p.parent.name.startswith(".")]
     assert len(done) < 6
     before = {p: _digest(p) for p in done}

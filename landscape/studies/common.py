@@ -186,9 +186,11 @@ def eval_data(ckpt: Checkpoint, config: Any) -> EvalData:
     )
 
 
-def data_identity(ckpt: Checkpoint, config: Any) -> dict[str, Any]:
-    """What a result depends on besides the weights: the data set and the BN pass."""
-    ds = dataset(ckpt, config)  # loaded once per process (the data module caches it)
+def data_identity(ckpt: Checkpoint, config: Any, ds: Dataset | None = None) -> dict[str, Any]:
+    """What a result depends on besides the weights: the data set (``ds``, already loaded, or
+    the checkpoint's) and the BN pass."""
+    if ds is None:
+        ds = dataset(ckpt, config)  # loaded once per process (the data module caches it)
     bn_subset = getattr(config, "bn_subset", None)
     n = len(ds.y_train)
     bn_samples = n if bn_subset is None else min(bn_subset, n)

@@ -22,8 +22,9 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from landscape.checkpoints import Checkpoint, CheckpointError, checkpoint_dataset, content_hash
+from landscape.checkpoints import Checkpoint, CheckpointError, content_hash
 from landscape.curves import (
+    _FIT_FIELDS,
     BezierCurve,
     CurveConfig,
     curve_bytes,
@@ -41,7 +42,7 @@ from landscape.models import prunable_names
 from landscape.params import sparsity, unflatten
 from landscape.store import Store, result_key
 from landscape.studies.base import Context, Kind, Result, config_identity
-from landscape.studies.common import data_subset, evaluate_coords
+from landscape.studies.common import data_identity, dataset, evaluate_coords
 
 __all__ = [
     "FIT_VERSION",
@@ -57,7 +58,6 @@ __all__ = [
 FIT_VERSION = 2  # bump when fitting changes: stored fits are then refitted
 SMALL = 1e-3  # |w| below this counts as "small" in sparsity_small
 PATH_COLUMNS = ("weight_norm", "sparsity", "sparsity_small", "segment")  # besides the metrics
-_FIT_FIELDS = ("order", "epochs", "lr", "momentum", "weight_decay", "batch_size", "lr_schedule")
 
 
 @dataclass(frozen=True)
@@ -300,8 +300,7 @@ def _data(inputs: CurveInputs, cfg: CurveConfig) -> Dataset:
             raise ValueError(f"{ck.name or 'checkpoint'}: metadata names no data set")
     if (da["name"], da.get("split_seed", 0)) != (db["name"], db.get("split_seed", 0)):
         raise ValueError(f"endpoints were trained on different data: {da} vs {db}")
-    data = checkpoint_dataset(a, data_root=cfg.data_root)
-    return data_subset(data, cfg.train_subset, cfg.test_subset, seed=cfg.subset_seed)
+    return dataset(a, cfg)
 
 
 def _settings(cfg: CurveConfig, inputs: CurveInputs) -> dict[str, Any]:
@@ -318,9 +317,7 @@ def _identity(cfg: CurveConfig, inputs: CurveInputs) -> dict:
         raise ValueError("the given curve does not run between these endpoints")
     if inputs.curve is not None and cfg.masked:
         raise ValueError("a given curve is evaluated as it is: masked applies to a fitted one")
-    data = _data(inputs, cfg)
-    n = len(data.y_train)
-    bn = {"bn_samples": n if cfg.bn_subset is None else min(cfg.bn_subset, n)}
+    data = data_identity(inputs.a, cfg, _data(inputs, cfg))
     # Parameters, not buffers: BN statistics are recomputed at every point, so a research
     # curve's endpoints and the model files they came from give one key (other buffers count).
     bn_names = {f"{m}.{b}" for m, mod in model.named_modules() if isinstance(mod, _BatchNorm)
@@ -333,7 +330,7 @@ def _identity(cfg: CurveConfig, inputs: CurveInputs) -> dict:
         "a": inputs.a.param_hash,
         "b": inputs.b.param_hash,
         "buffers": content_hash(other) if other else None,
-        "data": {**data.describe(), **bn, "bn_batch_size": EvalData.batch_size},
+        "data": data,
         "config": {k: v for k, v in config_identity(cfg).items() if k in keep},
         "curve": curve_hash(inputs.curve) if inputs.curve is not None else None,
     }
