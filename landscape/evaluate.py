@@ -32,10 +32,13 @@ digits, this 2-core CPU, one thread; profiled with torch.profiler and cProfile):
 * Small models run on one CPU thread (:func:`small_model_threads`), set-up included: their
   operations are too short to gain from a second thread, and on a busy machine every parallel
   operation can wait a whole scheduler slice for a descheduled thread.
-* Evaluation runs in chunks of about ``chunk_bytes`` of first-layer output on the CPU (cache
-  sized: they beat whole-data batches here), of ``eval_batch_size`` rows on GPUs; the logits
-  of all rows are kept and the metrics reduced once per point (per chunk their tiny
-  operations cost ~0.1 ms each time).
+* On the CPU, BatchNorm -> ReLU -> 2x2 max pooling runs as one exact, faster layer in the
+  evaluator's copy (:mod:`landscape.evalnet`: pooling first, then the affine map and ReLU on
+  a quarter of the values): 9.6 -> 8.3 ms per digits CNN point.
+* Evaluation runs in chunks of about ``chunk_bytes`` of first-layer output on the CPU (4 MiB:
+  with the fused layers, 1024-row chunks beat the former 256, 8.3 -> 6.5 ms per point), of
+  ``eval_batch_size`` rows on GPUs; the logits of all rows are kept and the metrics reduced
+  once per point (per chunk their tiny operations cost ~0.1 ms each time).
 * Loss is logsumexp minus the target logit, sharing the row maximum with the prediction
   (F.cross_entropy + argmax took ~2x longer on 10 classes); ECE reuses both.
 * On CUDA, networks without BN evaluate 16 points per vmapped pass (~6x faster on an H200,
@@ -63,6 +66,7 @@ from landscape.evaldata import (
     input_of,
     small_model_threads,
 )
+from landscape.evalnet import fuse_batchnorm
 from landscape.metrics import METRICS, REDUCTIONS, WIDTH, Metric, chunk_sums, values
 from landscape.params import Named, param_names, unflatten
 from landscape.progress import Progress
@@ -159,7 +163,7 @@ class Evaluator:
         first_layer: str = "auto",
         points_per_pass: int | None = None,
         budget_bytes: int = 512 * 2**20,
-        chunk_bytes: int = 2**20,
+        chunk_bytes: int = 4 * 2**20,
         batch_bytes: int = 256 * 2**20,
     ):
         if first_layer not in ("auto", "reuse", "plain"):
@@ -186,6 +190,8 @@ class Evaluator:
                 self._setup_reuse(first[0], basis)
         if self.layer is None and first_layer == "reuse":
             raise ValueError("the network does not start with a reusable Linear/Conv layer")
+        if device.type == "cpu":
+            self._fuse(basis)
         self._bind(basis)
         with torch.no_grad():
             self._bn = BatchNormPass(self.net, self._load([1.0] * self.k)[0][:2])
@@ -236,6 +242,20 @@ class Evaluator:
         if full.shape == short.shape and torch.allclose(full, short, rtol=1e-3, atol=1e-4):
             self.layer, self.net, self._h = name, rest, h
             self._x = torch.empty_like(h[0])  # the combined response, rewritten at every point
+
+    @torch.no_grad()
+    def _fuse(self, basis: torch.Tensor) -> None:
+        """Fuse BatchNorm runs (:mod:`landscape.evalnet`) if the network then gives the same
+        logits at the basis' first point on a few samples."""
+        net = copy.deepcopy(self.net)
+        if not fuse_batchnorm(net):
+            return
+        x = (self._h[0] if self._h is not None else self.x[0])[:16]
+        names = set(param_names(net))
+        params = {n: v for n, v in unflatten(basis[0], self._like).items() if n in names}
+        want, got = (functional_call(m, params, (x,)) for m in (self.net, net))
+        if want.shape == got.shape and torch.allclose(want, got, rtol=1e-4, atol=1e-5):
+            self.net = net
 
     def _bind(self, basis: torch.Tensor) -> None:
         """Make the network's parameters views of one flat vector that each point overwrites."""

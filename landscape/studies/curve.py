@@ -39,7 +39,7 @@ from landscape.data import Dataset
 from landscape.evaldata import small_model_threads
 from landscape.evaluate import EvalData
 from landscape.models import prunable_names
-from landscape.params import sparsity, unflatten
+from landscape.params import unflatten
 from landscape.store import Store, result_key
 from landscape.studies.base import Context, Kind, Result, config_identity
 from landscape.studies.common import data_identity, dataset, evaluate_coords
@@ -171,40 +171,44 @@ class CurveResult(Result):
         return self.config.get("curve_type", "bezier")
 
 
-def _zeros_kept(point: dict[str, torch.Tensor], zeros: dict[str, torch.Tensor]) -> list[float]:
-    """Per layer: the fraction of B's zero weights (``zeros``: masks) still below SMALL."""
-    return [
-        float((point[n][z].abs() < SMALL).float().mean()) if bool(z.any()) else float("nan")
-        for n, z in zeros.items()
-    ]
-
-
 def _point_columns(
     curve: BezierCurve, controls: torch.Tensor, coeffs: torch.Tensor, prunable: list[str]
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Norms, sparsity, B's zeros kept and segment lengths, one point at a time (memory flat in
-    points; the segment reuses the previous point's vector; norms accumulate in float64)."""
-    n = coeffs.shape[0]
-    like = curve.start
-    end = curve.end
-    zeros = {name: end[name] == 0 for name in prunable}  # B's zero masks, per layer
+    """Norms, sparsity, B's zeros kept and segment lengths, for batches of points whose (m, P)
+    weights take ~64 MiB (memory flat in points; norms accumulate in float64). Per layer, B's
+    zeros kept is the fraction of B's zero weights still below SMALL (NaN: B has none)."""
+    n, like = coeffs.shape[0], curve.start
+    offsets = np.cumsum([0] + [t.numel() for t in like.values()])
+    spans = {name: slice(int(offsets[i]), int(offsets[i + 1])) for i, name in enumerate(like)}
+    zeros = {name: curve.end[name].reshape(-1) == 0 for name in prunable}  # B's zero masks
+    sizes = np.array([spans[name].stop - spans[name].start for name in prunable])
     cols = {c: np.zeros(n) for c in PATH_COLUMNS}
-    layers, kept = np.zeros((n, len(prunable))), np.zeros((n, len(prunable)))
+    layers, kept = np.zeros((n, len(prunable))), np.full((n, len(prunable)), np.nan)
+    step = max(1, 2**24 // max(1, controls.shape[1]))
     prev = None
-    for i in range(n):
-        flat = coeffs[i].to(controls) @ controls  # (P,)
-        point = unflatten(flat, like)
-        sp = sparsity(point, prunable, tol=SMALL)
-        cols["weight_norm"][i] = float(torch.linalg.vector_norm(flat, dtype=torch.float64))
-        cols["sparsity"][i], cols["sparsity_small"][i] = sp["zero"], sp["small"]
-        layers[i] = [sp["layers"][name] for name in prunable]
-        kept[i] = _zeros_kept(point, zeros)
-        if prev is not None:
-            cols["segment"][i] = float(
-                torch.linalg.vector_norm(prev.sub_(flat), dtype=torch.float64)
-            )
-        prev = flat
+    for i in range(0, n, step):
+        flats = coeffs[i : i + step].to(controls) @ controls  # (m, P)
+        rows = slice(i, i + len(flats))
+        cols["weight_norm"][rows] = _norms(flats)
+        steps = flats.diff(dim=0, prepend=flats[:1] if prev is None else prev[None])
+        cols["segment"][rows] = _norms(steps)
+        zero, small = np.zeros((len(flats), len(prunable))), np.zeros(len(flats))
+        for j, name in enumerate(prunable):
+            w = flats[:, spans[name]]
+            zero[:, j] = (w == 0).sum(1).cpu().numpy()
+            small += (w.abs() < SMALL).sum(1).cpu().numpy()
+            if bool(zeros[name].any()):
+                kept[rows, j] = (w[:, zeros[name]].abs() < SMALL).double().mean(1).cpu().numpy()
+        total = max(1, int(sizes.sum()))
+        cols["sparsity"][rows] = zero.sum(1) / total
+        cols["sparsity_small"][rows] = small / total
+        layers[rows] = zero / np.maximum(sizes, 1)
+        prev = flats[-1].clone()
     return cols, layers, kept
+
+
+def _norms(rows: torch.Tensor) -> np.ndarray:
+    return torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64).cpu().numpy()
 
 
 @torch.no_grad()
