@@ -23,7 +23,8 @@ ECE_BINS = 15  # equal-width confidence bins (b/15, (b+1)/15] of the expected ca
 
 
 class Rows:
-    """Per-row statistics of one chunk of logits (rows, classes), each computed when asked.
+    """Per-row statistics of one chunk of logits (..., rows, classes), each computed when
+    asked; leading dimensions (several points' logits) are kept.
 
     The first ``k`` rows are one group (training samples), the rest another (test samples).
     """
@@ -32,18 +33,20 @@ class Rows:
         self.logits, self.y, self.k = logits, y, k
 
     def split_sum(self, v: torch.Tensor) -> torch.Tensor:
-        """(2, 1) float64 sums of the per-row values ``v`` over the two groups."""
-        return torch.stack(
-            [v[: self.k].sum(dtype=torch.float64), v[self.k :].sum(dtype=torch.float64)]
-        )[:, None]
+        """(..., 2, 1) float64 sums of the per-row values ``v`` (..., rows) over the groups."""
+        k = self.k
+        f64 = torch.float64
+        return torch.stack([v[..., :k].sum(-1, dtype=f64), v[..., k:].sum(-1, dtype=f64)], -1)[
+            ..., None
+        ]
 
     @cached_property
     def _max(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.logits.max(1)
+        return self.logits.max(-1)
 
     @cached_property
     def _sumexp(self) -> torch.Tensor:
-        return (self.logits - self._max[0][:, None]).exp_().sum(1)  # (rows,)
+        return (self.logits - self._max[0][..., None]).exp_().sum(-1)  # (..., rows)
 
     @property
     def pred(self) -> torch.Tensor:
@@ -53,7 +56,8 @@ class Rows:
     def loss(self) -> torch.Tensor:
         """Cross-entropy per row: logsumexp minus the target logit (shares the max with pred)."""
         lse = self._sumexp.log().add_(self._max[0])
-        return lse - self.logits.gather(1, self.y[:, None]).squeeze(1)
+        y = self.y.expand(self.logits.shape[:-1])[..., None]
+        return lse - self.logits.gather(-1, y).squeeze(-1)
 
     @cached_property
     def correct(self) -> torch.Tensor:
@@ -90,15 +94,19 @@ def _edges(device: torch.device) -> torch.Tensor:
 
 
 def _ece_sums(r: Rows) -> torch.Tensor:
-    """Per group and confidence bin: rows, summed confidence, summed correctness (2, 3 * BINS)."""
+    """Per group and confidence bin: rows, summed confidence, summed correctness
+    (..., 2, 3 * BINS)."""
     conf = r.confidence
-    b = torch.bucketize(conf, _edges(conf.device))  # bin b: (b/15, (b+1)/15]
-    b[r.k :] += ECE_BINS  # the second group's bins follow the first's
-    # One bincount for the three sums: its index is (quantity, group, bin).
-    idx = torch.cat([b, b + 2 * ECE_BINS, b + 4 * ECE_BINS])
-    w = torch.cat([torch.ones_like(conf), conf, r.correct.to(conf.dtype)])
-    sums = torch.bincount(idx, weights=w, minlength=6 * ECE_BINS).view(3, 2, ECE_BINS)
-    return sums.transpose(0, 1).reshape(2, 3 * ECE_BINS)
+    lead, rows = conf.shape[:-1], conf.shape[-1]
+    m = conf[..., 0].numel()  # points in the leading dimensions
+    b = torch.bucketize(conf, _edges(conf.device)).view(m, rows)  # bin b: (b/15, (b+1)/15]
+    b[:, r.k :] += ECE_BINS  # the second group's bins follow the first's
+    # One bincount for the three sums of every point: its index is (point, quantity, group, bin).
+    b += torch.arange(m, device=b.device)[:, None] * (6 * ECE_BINS)
+    idx = torch.cat([b, b + 2 * ECE_BINS, b + 4 * ECE_BINS], 1)
+    w = torch.cat([torch.ones_like(conf), conf, r.correct.to(conf.dtype)], -1).view(m, -1)
+    sums = torch.bincount(idx.view(-1), weights=w.view(-1), minlength=m * 6 * ECE_BINS)
+    return sums.view(m, 3, 2, ECE_BINS).transpose(1, 2).reshape(*lead, 2, 3 * ECE_BINS)
 
 
 def _ece_value(s: torch.Tensor, n: int) -> float:
@@ -115,7 +123,7 @@ METRICS: tuple[str, ...] = tuple(f"{s}_{m.name}" for s in ("train", "test") for 
 
 
 def _width(metric: Metric) -> int:
-    return metric.sums(Rows(torch.zeros(1, 2), torch.zeros(1, dtype=torch.int64), 1)).shape[1]
+    return metric.sums(Rows(torch.zeros(1, 2), torch.zeros(1, dtype=torch.int64), 1)).shape[-1]
 
 
 _WIDTHS = [_width(m) for m in REDUCTIONS]
@@ -123,10 +131,11 @@ WIDTH = sum(_WIDTHS)  # length of :func:`chunk_sums`' output
 
 
 def chunk_sums(logits: torch.Tensor, y: torch.Tensor, k: int | None = None) -> torch.Tensor:
-    """Every metric's sums over one chunk, side by side: (2, WIDTH) float64, row 0 over the
-    first ``k`` rows (default: all), row 1 over the rest."""
+    """Every metric's sums over one chunk of logits (..., rows, classes), side by side:
+    (..., 2, WIDTH) float64, row 0 over the first ``k`` rows (default: all), row 1 over the
+    rest. Leading dimensions (several points' logits) are reduced at once."""
     rows = Rows(logits, y, len(y) if k is None else k)
-    return torch.cat([m.sums(rows) for m in REDUCTIONS], 1)
+    return torch.cat([m.sums(rows) for m in REDUCTIONS], -1)
 
 
 def values(sums: torch.Tensor, n: int) -> dict[str, float]:

@@ -18,6 +18,7 @@ from landscape.evaluate import (
     evaluate_point,
     evaluate_points,
 )
+from landscape.metrics import chunk_sums
 from landscape.models import build_model
 from landscape.store import Store
 from tests.reference import ece, logits, point_metrics, recalibrate_bn
@@ -107,6 +108,32 @@ def test_evaluator_on_a_basis_matches_reference(net, k, first_layer):
     _close(ev(coords), want, rel=1e-4, abs_=1e-5)
     flat = torch.stack([torch.cat([b[n].reshape(-1) for n in params]) for b in basis])
     _close(Evaluator(model, data, flat)(coords), want, rel=1e-4, abs_=1e-5)  # (k, P) basis
+
+
+@pytest.mark.parametrize("net", list(NETS))
+def test_several_points_reduced_at_once_match_reference(net):
+    """``many``: each point's logits into one buffer, the metrics of all points reduced in one
+    go (groups of 2 here): each point's metrics are the reference's at that point."""
+    model, params, xtr, ytr, xte, yte = _setup(net)
+    data = EvalData(xtr, ytr, xte, yte, 50, 16, 16)
+    basis, coords = _basis(params, 2)
+    ev = Evaluator(model, data, basis)
+    ev.group = 2
+    scales = [1.0, 0.5, 1.5, 0.8, 1.2]  # the points scale * params
+    got = ev.many(np.array([[s * c for c in coords] for s in scales]))
+    for s, metrics in zip(scales, got, strict=True):
+        point = {n: s * v for n, v in params.items()}
+        want = _reference(model, point, xtr, ytr, xte, yte, batch_size=16, subset=50)
+        _close(metrics, want, rel=1e-4, abs_=1e-5)
+
+
+def test_metrics_of_stacked_logits_equal_one_at_a_time():
+    torch.manual_seed(0)
+    logits, y = torch.randn(4, 3, 50, 10) * 4, torch.randint(0, 10, (50,))
+    stacked = chunk_sums(logits, y, 30)  # (4, 3, 2, WIDTH)
+    for i in range(4):
+        for j in range(3):
+            torch.testing.assert_close(stacked[i, j], chunk_sums(logits[i, j], y, 30))
 
 
 def test_first_layer_reuse_and_fallbacks():
@@ -227,25 +254,28 @@ def test_evaluate_points_resumes_from_partial(tmp_path, monkeypatch):
     coords = (1 + 0.1 * np.arange(6))[:, None]  # the points params * (1 + 0.1 i)
     store = Store(tmp_path)
     calls = []
-    call = Evaluator.__call__
+    call = Evaluator._logits_at  # the work of one point
 
-    def failing(self, c):
+    def failing(self, c, out):
         if len(calls) == 3:
             raise KeyboardInterrupt  # a kill in the middle of the run
         calls.append(round(float(c[0]), 6))
-        return call(self, c)
+        return call(self, c, out)
 
-    monkeypatch.setattr(Evaluator, "__call__", failing)
+    monkeypatch.setattr(Evaluator, "_logits_at", failing)
     with pytest.raises(KeyboardInterrupt):
         evaluate_points(
             model, [params], coords, data, store=store, kind="t", key="k", save_every_s=0
         )
     assert calls == [1.0, 1.1, 1.2]
+    # Saved: the points of every call that completed (the first call has one point).
+    saved, _ = store.load_partial("t", "k")
+    assert 1 <= len(saved) <= 3 and sorted(saved.tolist()) == list(range(len(saved)))
     calls.clear()
-    monkeypatch.setattr(Evaluator, "__call__", lambda self, c: calls.append(0) or call(self, c))
+    monkeypatch.setattr(Evaluator, "_logits_at", lambda *a: calls.append(0) or call(*a))
     got = evaluate_points(model, [params], coords, data, store=store, kind="t", key="k")
-    assert len(calls) == 3  # only the points the partial result lacks
-    monkeypatch.setattr(Evaluator, "__call__", call)
+    assert len(calls) == 6 - len(saved)  # only the points the partial result lacks
+    monkeypatch.setattr(Evaluator, "_logits_at", call)
     clean = evaluate_points(model, [params], coords, data)
     assert got["done"].all()
     for m in METRICS:
@@ -286,7 +316,9 @@ def test_partial_saves_append_only_the_new_points(tmp_path, monkeypatch):
     coords = np.linspace(0.5, 1.5, 7)[:, None]
     data = EvalData(xtr, ytr, xte, yte)
     evaluate_points(model, [params], coords, data, store=store, kind="t", key="k", save_every_s=0)
-    assert writes == [1] * 7  # one new point per save, never the ones already saved
+    # One save per call of the evaluator (its first has one point), each only with the new
+    # points: never the ones already saved.
+    assert writes[0] == 1 and min(writes) >= 1 and sum(writes) == 7
     index, values = store.load_partial("t", "k")
     assert sorted(index) == list(range(7))
 
