@@ -185,6 +185,18 @@ def test_speed_settings_do_not_change_the_key(mlp3):
     assert k != study_key(plane.KIND, PlaneConfig(), PlaneInputs(a, c, b))
 
 
+def test_plane_key_tells_curve_kinds_apart(mlp3):
+    """Same bends, another curve type: another projected curve, so another plane result."""
+    a, c, b = mlp3
+    names = param_names(a.build_model())
+    pa, pb, pc = ({n: x.state[n] for n in names} for x in (a, b, c))
+    bezier = study_key(plane.KIND, PlaneConfig(), PlaneInputs(a, b, BezierCurve(pa, pb, [pc])))
+    chain = BezierCurve(pa, pb, [pc], kind="polychain")
+    assert bezier != study_key(plane.KIND, PlaneConfig(), PlaneInputs(a, b, chain))
+    again = study_key(plane.KIND, PlaneConfig(), PlaneInputs(a, b, BezierCurve(pa, pb, [pc])))
+    assert again == bezier
+
+
 @pytest.mark.parametrize("bn_subset", [None, 100])
 def test_bn_plane_matches_evaluate_point(cnn3, tmp_path, bn_subset):
     a, c, b = cnn3

@@ -92,6 +92,8 @@ def _identity(cfg: PlaneConfig, inputs: PlaneInputs) -> dict:
     check_same([a, b] if inputs.is_curve else [a, b, third])
     if inputs.is_curve:
         third_id = {"curve_bends": [content_hash(dict(bd)) for bd in third.bends]}
+        if third.kind != "bezier":  # the projected curve differs; Bezier keys stay as before
+            third_id["curve_kind"] = third.kind
     else:
         third_id = {"third": third.hash}
     return {
