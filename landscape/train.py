@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +262,8 @@ class _Snapshots:
 
 
 def _final_metrics(model: nn.Module, data: Dataset, device) -> tuple[dict, dict]:
-    """(final metrics, per-layer sparsity) of the trained model."""
+    """(final metrics, per-layer sparsity) of the trained model (data copied to ``device``
+    unless there already)."""
     tr = evaluate_model(model, data.x_train.to(device), data.y_train.to(device))
     te = evaluate_model(model, data.x_test.to(device), data.y_test.to(device))
     sp = sparsity(model.state_dict(), prunable_names(model))
@@ -281,15 +282,13 @@ def _epochs(
     cfg: TrainConfig, model: nn.Module, data: Dataset, snap: _Snapshots, progress
 ) -> tuple[list[dict[str, Any]], int]:
     """Train ``cfg.epochs`` epochs through the :class:`Loop`; (per-epoch history, steps)."""
-    device = next(model.parameters()).device
     opt = _optimizer(cfg, model)
     total = cfg.epochs * snap.steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: lr_factor(cfg.lr_schedule, step / total)
     )
     loop = Loop(opt, total, sched, progress)
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    x_train, y_train, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
     gen = torch.Generator().manual_seed(cfg.seed)
     prunable = prunable_names(model)
     history: list[dict[str, Any]] = []
@@ -356,7 +355,9 @@ def train(cfg: TrainConfig, out: str | Path, *, progress: Progress | None = None
     snap(0)
     # Small models train on one thread: as fast here, and the result then does not depend on
     # the machine's thread count (reductions split over threads round differently).
-    with small_model_threads(model, data.x_train.to(device)):
+    on_device = {f: getattr(data, f).to(device) for f in ("x_train", "y_train", "x_test", "y_test")}
+    data = replace(data, **on_device)  # one copy of the data on the device
+    with small_model_threads(model, data.x_train):
         history, step = _epochs(cfg, model, data, snap, progress)
         metrics, layer_sparsity = _final_metrics(model, data, device)
         final_hash = save_checkpoint(
