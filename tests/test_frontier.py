@@ -127,3 +127,12 @@ def test_frontier_verdict_names_the_breaking_sparsity():
     assert m.status == "no" and m.value == 0.9
     assert "stops being connected at sparsity 0.900" in m.sentence
     assert "connected up to sparsity 0.500" in m.sentence and "50%" in m.sentence
+
+
+def test_each_model_is_read_once_per_frontier(sweep, tmp_path, monkeypatch):
+    """The key and the computation share the row checkpoints: one read of each per run."""
+    folder, sgd = sweep
+    reads = []
+    monkeypatch.setattr(frontier, "load_checkpoint", _counting(load_checkpoint, reads))
+    res = run(frontier.KIND, CFG, frontier.FrontierInputs(folder, sgd), store=Store(tmp_path))
+    assert len(res.paths) == 8 and len(reads) == 8

@@ -12,6 +12,7 @@ holds per row the train- and test-loss barriers of curve and line and the endpoi
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,11 @@ class FrontierInputs:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "folder", Path(self.folder))
+
+    @cached_property
+    def pairs(self) -> list[tuple[dict[str, Any], curve.CurveInputs]]:
+        """:func:`row_pairs`, read once: the key and the computation share the checkpoints."""
+        return row_pairs(self)
 
 
 @dataclass
@@ -101,7 +107,7 @@ def row_pairs(inputs: FrontierInputs) -> list[tuple[dict[str, Any], curve.CurveI
 
 def _identity(cfg: CurveConfig, inputs: FrontierInputs) -> dict[str, Any]:
     # The pairs' own keys: a pair whose curve result would change makes this one stale.
-    pairs = row_pairs(inputs)
+    pairs = inputs.pairs
     return {
         "sgd": inputs.sgd.param_hash,
         "rows": [
@@ -138,7 +144,7 @@ def _gather(mine: dict[int, dict[str, Any]], world: int) -> dict[int, dict[str, 
 
 
 def _compute(cfg: CurveConfig, inputs: FrontierInputs, context: Context) -> FrontierResult:
-    pairs = row_pairs(inputs)
+    pairs = inputs.pairs
     rank, world = context.shard  # the runner's: the process group's, or (0, 1)
     mine: dict[int, dict[str, Any]] = {}
     for i, (_row, ci) in enumerate(pairs):
