@@ -215,15 +215,17 @@ def get_study(name: str, root: str | Path | None = None) -> Study:
     raise ValueError(f"no study named {name!r}")
 
 
-def _check_members(members: Sequence[Member]) -> None:
+def _check_members(members: Sequence[Member], loaded: Sequence[Checkpoint] = ()) -> None:
+    """One architecture and data set for all (``loaded``: the members' checkpoints, when the
+    caller holds them; else each file is read)."""
     if len(members) < 2:
         raise ValueError(f"a study needs at least two checkpoints, got {len(members)}")
     paths = [str(Path(m.path).resolve()) for m in members]
     if len(set(paths)) != len(paths):
         raise ValueError("a study cannot name the same checkpoint file twice")
     first: Checkpoint | None = None
-    for m in members:
-        ckpt = load_checkpoint(m.path)
+    for i, m in enumerate(members):
+        ckpt = loaded[i] if loaded else load_checkpoint(m.path)
         if first is None:
             first = ckpt
             continue
@@ -240,7 +242,13 @@ def _check_members(members: Sequence[Member]) -> None:
             )
 
 
-def create_study(name: str, members: Sequence[Member], *, root: str | Path | None = None) -> Study:
+def create_study(
+    name: str,
+    members: Sequence[Member],
+    *,
+    root: str | Path | None = None,
+    loaded: Sequence[Checkpoint] = (),
+) -> Study:
     """Validate and save a new study in ``home()/studies.json``.
 
     Args:
@@ -248,6 +256,7 @@ def create_study(name: str, members: Sequence[Member], *, root: str | Path | Non
         members: two or more distinct checkpoints of one architecture and data set; the
             first is A, the second B.
         root: folder of the default study (its name is taken; None: the default runs).
+        loaded: the members' checkpoints, if the caller holds them (not read again).
 
     Returns:
         The saved :class:`Study`.
@@ -261,7 +270,7 @@ def create_study(name: str, members: Sequence[Member], *, root: str | Path | Non
         raise ValueError("a study needs a name")
     if len(name) > _MAX_NAME:
         raise ValueError(f"study name is {len(name)} characters, at most {_MAX_NAME} allowed")
-    _check_members(members)
+    _check_members(members, loaded)
     study = Study(name=name, members=tuple(members))
     with _lock():
         index = _read_index()
@@ -402,7 +411,7 @@ def _keep_curve(points: list[Checkpoint], curve: BezierCurve, label: str) -> Upl
         _write_index(index)
     study = label if len(label) <= _MAX_NAME else label[: _MAX_NAME - 1] + "\u2026"
     if study not in {s.name for s in list_studies()}:
-        create_study(study, [first, second])
+        create_study(study, [first, second], loaded=[a, b])
     return Upload(first, a.hash, a.meta, new, second, str(target), study)
 
 

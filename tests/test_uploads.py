@@ -155,6 +155,19 @@ def test_300_character_curve_name(home, tmp_path):
     assert not Path(up.curve).exists()
 
 
+def test_a_curve_upload_reads_its_endpoints_once(home, tmp_path, monkeypatch):
+    """The study made for a curve file checks the endpoints it holds: no file read again."""
+    import landscape.workspace as workspace
+
+    model = make_model(WRN)
+    blob = curve_file(tmp_path / "c.pt", model, make_points(model, 3)).read_bytes()
+    reads = []
+    monkeypatch.setattr(workspace, "load_checkpoint", lambda *a, **k: reads.append(a))
+    data = {"name": "cifar10", "split_seed": 0, "root": str(tmp_path / "cifar")}
+    up = save_upload(blob, "curve.pt", data=data)
+    assert reads == [] and get_study(up.study).members[1].path == up.end.path
+
+
 def test_300_character_name_in_the_page(home):
     at = _app("upload")
     at.file_uploader(key="upload_file").upload(LONG, GRDA.read_bytes())
