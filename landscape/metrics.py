@@ -10,7 +10,6 @@ set: :data:`METRICS` lists the result columns (``train_loss``, ..., ``test_ece``
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -33,35 +32,43 @@ class Rows:
         self.logits, self.y, self.k = logits, y, k
 
     def split_sum(self, v: torch.Tensor) -> torch.Tensor:
-        """(..., 2, 1) float64 sums of the per-row values ``v`` (..., rows) over the groups."""
+        """(..., 2, 1) float64 sums of the per-row values ``v`` (..., rows) over the groups
+        (float32 values summed pairwise, ~1e-7 relative; sum(dtype=float64) took 16x longer)."""
         k = self.k
-        f64 = torch.float64
-        return torch.stack([v[..., :k].sum(-1, dtype=f64), v[..., k:].sum(-1, dtype=f64)], -1)[
-            ..., None
-        ]
+        return torch.stack([v[..., :k].sum(-1), v[..., k:].sum(-1)], -1).double()[..., None]
 
     @cached_property
-    def _max(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.logits.max(-1)
+    def _max(self) -> torch.Tensor:
+        # amax, not max: max's indices cost 25x more (2.6 ms for 64 digits points' logits).
+        return self.logits.amax(-1)  # (..., rows)
 
     @cached_property
     def _sumexp(self) -> torch.Tensor:
-        return (self.logits - self._max[0][..., None]).exp_().sum(-1)  # (..., rows)
+        return (self.logits - self._max[..., None]).exp_().sum(-1)  # (..., rows)
 
-    @property
-    def pred(self) -> torch.Tensor:
-        return self._max[1]
+    @cached_property
+    def _target(self) -> torch.Tensor:
+        y = self.y.expand(self.logits.shape[:-1])[..., None]
+        return self.logits.gather(-1, y).squeeze(-1)  # (..., rows)
 
     @cached_property
     def loss(self) -> torch.Tensor:
-        """Cross-entropy per row: logsumexp minus the target logit (shares the max with pred)."""
-        lse = self._sumexp.log().add_(self._max[0])
-        y = self.y.expand(self.logits.shape[:-1])[..., None]
-        return lse - self.logits.gather(-1, y).squeeze(-1)
+        """Cross-entropy per row: logsumexp minus the target logit (shares the max with the
+        prediction)."""
+        return self._sumexp.log().add_(self._max).sub_(self._target)
 
     @cached_property
     def correct(self) -> torch.Tensor:
-        return self.pred == self.y
+        """Whether the prediction, the first class with the largest logit (as argmax), is the
+        target; rows with a NaN logit count as wrong. The target logit is compared with the
+        largest; only rows where several classes share the largest take argmax's first."""
+        hit = self._target == self._max
+        top = self.logits == self._max[..., None]
+        if int(torch.count_nonzero(top)) > hit.numel():  # some row has a tie
+            ties = top.sum(-1) > 1
+            y = self.y.expand(hit.shape)
+            hit[ties] = top[ties].to(torch.uint8).argmax(-1) == y[ties]
+        return hit
 
     @cached_property
     def confidence(self) -> torch.Tensor:
@@ -88,25 +95,22 @@ def _mean(s: torch.Tensor, n: int) -> float:
     return float(s[0]) / n
 
 
-@functools.cache
-def _edges(device: torch.device) -> torch.Tensor:
-    return torch.arange(1, ECE_BINS, device=device, dtype=torch.float64) / ECE_BINS
-
-
 def _ece_sums(r: Rows) -> torch.Tensor:
     """Per group and confidence bin: rows, summed confidence, summed correctness
     (..., 2, 3 * BINS)."""
-    conf = r.confidence
-    lead, rows = conf.shape[:-1], conf.shape[-1]
+    conf = r.confidence  # float32 values (in float64): 15 * conf is exact, so the bin
+    lead, rows = conf.shape[:-1], conf.shape[-1]  # ceil(15 conf) - 1 is bucketize's, 70x faster
     m = conf[..., 0].numel()  # points in the leading dimensions
-    b = torch.bucketize(conf, _edges(conf.device)).view(m, rows)  # bin b: (b/15, (b+1)/15]
-    b[:, r.k :] += ECE_BINS  # the second group's bins follow the first's
-    # One bincount for the three sums of every point: its index is (point, quantity, group, bin).
-    b += torch.arange(m, device=b.device)[:, None] * (6 * ECE_BINS)
-    idx = torch.cat([b, b + 2 * ECE_BINS, b + 4 * ECE_BINS], 1)
-    w = torch.cat([torch.ones_like(conf), conf, r.correct.to(conf.dtype)], -1).view(m, -1)
-    sums = torch.bincount(idx.view(-1), weights=w.view(-1), minlength=m * 6 * ECE_BINS)
-    return sums.view(m, 3, 2, ECE_BINS).transpose(1, 2).reshape(*lead, 2, 3 * ECE_BINS)
+    b = (conf * ECE_BINS).ceil_().sub_(1).clamp_(0, ECE_BINS - 1).long().view(m, rows)
+    b[:, r.k :] += ECE_BINS  # bin b: (b/15, (b+1)/15]; the second group's follow the first's
+    b += torch.arange(m, device=b.device)[:, None] * (2 * ECE_BINS)  # index (point, group, bin)
+    size = m * 2 * ECE_BINS
+    sums = [
+        torch.bincount(b.view(-1), weights=w.reshape(-1), minlength=size).to(torch.float64)
+        for w in (torch.ones_like(conf), conf, r.correct.to(conf.dtype))
+    ]
+    out = torch.stack(sums).view(3, m, 2, ECE_BINS).permute(1, 2, 0, 3)  # (point, group, q, bin)
+    return out.reshape(*lead, 2, 3 * ECE_BINS)
 
 
 def _ece_value(s: torch.Tensor, n: int) -> float:
@@ -134,6 +138,9 @@ def chunk_sums(logits: torch.Tensor, y: torch.Tensor, k: int | None = None) -> t
     """Every metric's sums over one chunk of logits (..., rows, classes), side by side:
     (..., 2, WIDTH) float64, row 0 over the first ``k`` rows (default: all), row 1 over the
     rest. Leading dimensions (several points' logits) are reduced at once."""
+    # Copied to (..., classes, rows) memory order: the reductions over the classes then run
+    # along contiguous rows (for 64 digits points, amax 8x faster; the copy costs 1/3 of that).
+    logits = logits.transpose(-1, -2).contiguous().transpose(-1, -2)
     rows = Rows(logits, y, len(y) if k is None else k)
     return torch.cat([m.sums(rows) for m in REDUCTIONS], -1)
 

@@ -18,7 +18,7 @@ from landscape.evaluate import (
     evaluate_point,
     evaluate_points,
 )
-from landscape.metrics import chunk_sums
+from landscape.metrics import chunk_sums, values
 from landscape.models import build_model
 from landscape.store import Store
 from tests.reference import ece, logits, point_metrics, recalibrate_bn
@@ -134,6 +134,15 @@ def test_metrics_of_stacked_logits_equal_one_at_a_time():
     for i in range(4):
         for j in range(3):
             torch.testing.assert_close(stacked[i, j], chunk_sums(logits[i, j], y, 30))
+
+
+def test_accuracy_with_tied_logits_follows_argmax():
+    """Rows whose largest logit is shared: the prediction is argmax's first index."""
+    logits = torch.zeros(6, 4)  # all tied: argmax says class 0
+    logits[3:, 1] = logits[3:, 3] = 2.0  # tied between 1 and 3: class 1
+    y = torch.tensor([0, 2, 3, 1, 3, 0])
+    acc = values(chunk_sums(logits, y)[0], 6)["acc"]
+    assert acc == int((logits.argmax(1) == y).sum()) / 6 == 2 / 6
 
 
 def test_first_layer_reuse_and_fallbacks():
