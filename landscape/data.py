@@ -23,6 +23,7 @@ import torch
 
 from landscape.datafiles import NUM_CLASSES, DataError
 from landscape.datasources import (
+    DATASETS,
     SOURCES,
     Arrays,
     DataSource,
@@ -46,18 +47,6 @@ __all__ = [
     "split_name",
 ]
 
-
-class _Names(tuple):
-    """The data set names; `in` also accepts `npz:<path>` and `imagefolder:<dir>`, the spellings
-    that carry the file in the name (so argparse choices and metadata checks take them)."""
-
-    def __contains__(self, item: object) -> bool:
-        if isinstance(item, str) and split_name(item)[1] is not None:
-            return True
-        return tuple.__contains__(self, item)
-
-
-DATASETS: tuple[str, ...] = _Names(("digits", *SOURCES))
 
 # Per-channel (mean, std) of images in [0, 1], as timgaripov/dnn-mode-connectivity `data.py`
 # (and gRDA-Optimizer `Connectivity_Projection/data.py`) normalise CIFAR-10 and CIFAR-100 with

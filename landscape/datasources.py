@@ -28,6 +28,7 @@ from landscape.datafiles import (
 )
 
 __all__ = [
+    "DATASETS",
     "IMAGE_SUFFIXES",
     "NPZ_KEYS",
     "SOURCES",
@@ -389,6 +390,20 @@ def split_name(name: str) -> tuple[str, str | None]:
     if sep and rest and base in SOURCES and SOURCES[base].record_root:
         return base, rest
     return name, None
+
+
+class _Names(tuple):
+    """The data set names; `in` also accepts `npz:<path>` and `imagefolder:<dir>`, the spellings
+    that carry the file in the name (so argparse choices and metadata checks take them)."""
+
+    def __contains__(self, item: object) -> bool:
+        if isinstance(item, str) and split_name(item)[1] is not None:
+            return True
+        return tuple.__contains__(self, item)
+
+
+# torch-free, so the command line checks --data before torch loads
+DATASETS: tuple[str, ...] = _Names(("digits", *SOURCES))
 
 
 def expected(name: str) -> str:

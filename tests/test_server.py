@@ -16,7 +16,7 @@ import pytest
 
 from landscape.app import server_command, server_options, streamlit_flags
 from landscape.app.serve import running_app
-from landscape.app.server import host_allowed
+from landscape.app.server import host_allowed, page_imports
 
 HOSTILE_CONFIG = """
 [server]
@@ -156,3 +156,40 @@ def test_upload_limit_follows_the_setting(monkeypatch):
 )  # fmt: skip
 def test_host_allowed(host, ok):
     assert host_allowed(host, "127.0.0.1") is ok
+
+
+FIRST_RUN = """
+import json, sys
+from landscape.app import MAIN
+from landscape.app.server import preload
+
+preload()
+from streamlit.testing.v1 import AppTest
+
+before = set(sys.modules)
+at = AppTest.from_file(str(MAIN), default_timeout=60)
+at.run()
+new = sorted(set(sys.modules) - before)
+print(json.dumps({"before": sorted(before), "new": new, "title": at.title[0].value,
+                  "exception": [str(e.value) for e in at.exception]}))
+"""
+
+
+def test_preload_imports_what_the_first_page_needs(home):
+    # The served script runs in the server's process: after preload, the Overview's first run
+    # imports no package that was not there (only lazy parts of plotly, pandas, streamlit).
+    done = subprocess.run([sys.executable, "-c", FIRST_RUN], capture_output=True, text=True)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["exception"] == [] and report["title"] == "Overview: default"
+    assert {"torch", "plotly", "pandas", "landscape.app.report"} <= set(report["before"])
+    top = {m.split(".")[0] for m in report["before"]}
+    assert [m for m in report["new"] if m.split(".")[0] not in top] == []
+    assert [m for m in report["new"] if m.startswith("landscape")] == []
+    assert "No runtime found" not in done.stderr  # streamlit's warning, filtered in preload
+
+
+def test_page_imports_reads_the_pages_imports_also_inside_functions():
+    found = page_imports()
+    assert ("streamlit", []) in found
+    assert ("landscape.app", ["charts", "sidebar", "ui"]) in found  # views/overview.py
+    assert ("landscape.app.report", ["build_report"]) in found  # inside a function

@@ -12,6 +12,7 @@ from pathlib import Path
 from landscape.settings import settings
 
 MAIN = Path(__file__).resolve().parent / "main.py"  # the entry script, by absolute path
+VIEWS = MAIN.parent / "views"  # one script per page
 
 SERVER_OPTIONS = {  # passed as flags, so they hold from any folder (no .streamlit/ needed)
     "server.address": "127.0.0.1",  # local only: the app reads and writes files on this machine

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from landscape.app import sidebar
+from landscape.app import VIEWS, sidebar
 from landscape.checkpoints import CheckpointError
 
-VIEWS = Path(__file__).resolve().parent / "views"
 PAGES = (  # file stem, title, icon; the first is the default page
     ("overview", "Overview", ":material/dashboard:"),
     ("connectivity", "Connectivity", ":material/timeline:"),

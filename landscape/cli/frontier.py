@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from landscape.cli.options import add_config, config_from
+from landscape.cli.options import add_config, config_from, light_fields
 
 __all__ = ["COMMANDS", "connect", "frontier_table", "threeway_table"]
+
+CURVE = "landscape.curves:CurveConfig"  # read from the source: --help needs no torch
 
 
 def _store(args: argparse.Namespace):
@@ -82,8 +84,6 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
 
 
 def _add_frontier(sub: argparse._SubParsersAction) -> None:
-    from landscape.curves import CurveConfig
-
     p = sub.add_parser("frontier", help="curves from SGD to every model of a sweep; barriers")
     p.add_argument("sweep", help="sweep folder (made by `landscape sweep --magnitude`)")
     p.add_argument(
@@ -91,7 +91,7 @@ def _add_frontier(sub: argparse._SubParsersAction) -> None:
         help="SGD run folder or checkpoint (default: the sweep's --sgd)",
     )  # fmt: skip
     p.add_argument("--store", default=None, help="result folder (default: $LANDSCAPE_HOME)")
-    add_config(p, CurveConfig)
+    add_config(p, CURVE)
     p.set_defaults(func=_cmd_frontier)
 
 
@@ -134,25 +134,24 @@ def _cmd_threeway(args: argparse.Namespace) -> int:
 
 
 def _add_threeway(sub: argparse._SubParsersAction) -> None:
-    from landscape.curves import CurveConfig
-    from landscape.studies.plane import PlaneConfig
-
     p = sub.add_parser("threeway", help="SGD, gRDA and magnitude-pruned SGD: 3 curves, 1 plane")
     p.add_argument("sgd", help="the dense (SGD) checkpoint")
     p.add_argument("grda", help="the sparse (gRDA) checkpoint; the twin is pruned to its sparsity")
-    d = PlaneConfig()
-    p.add_argument(
-        "--grid", type=int, default=d.grid, help=f"plane points per axis (default: {d.grid})"
-    )
-    p.add_argument(
-        "--margin", type=float, default=d.margin, help=f"plane margin (default: {d.margin})"
-    )
+    plane = {o.name: o for o in light_fields("landscape.studies.plane:PlaneConfig")}
+    for name in ("grid", "margin"):
+        o = plane[name]
+        p.add_argument(
+            f"--{name}",
+            type=o.kind,
+            default=o.default,
+            help=f"plane {o.help} (default: {o.default})",
+        )
     p.add_argument("--scope", choices=("global", "layer"), default="global",
                    help="magnitude pruning scope (default: global)")  # fmt: skip
     p.add_argument("--finetune-epochs", type=int, default=0,
                    help="masked SGD epochs after pruning the twin (default: 0)")  # fmt: skip
     p.add_argument("--store", default=None, help="result folder (default: $LANDSCAPE_HOME)")
-    add_config(p, CurveConfig)
+    add_config(p, CURVE)
     p.set_defaults(func=_cmd_threeway)
 
 

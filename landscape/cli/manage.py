@@ -52,7 +52,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 def _add_study(sub: argparse._SubParsersAction) -> None:
     from landscape.cli.runs import _add_arch_options
-    from landscape.data import DATASETS
+    from landscape.datasources import DATASETS
 
     p = sub.add_parser(
         "study",

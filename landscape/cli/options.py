@@ -1,12 +1,13 @@
 """Command-line options made from the config dataclasses: one source of truth for defaults.
 
 Each field ``name: type = default  # comment`` becomes ``--name`` (underscores as dashes) with
-that default, and the comment, as its help; ``config_from`` builds the config back from the
-parsed arguments.
+that default, and the comment, as its help; a ``list[int]`` (or float, str) field takes a
+comma-separated list. ``config_from`` builds the config back from the parsed arguments.
 
-A config may be named by its dotted path (``"landscape.curves:CurveConfig"``) instead of the
-class: its fields are then read from the module's source (:func:`light_fields`) without
-importing it, so ``landscape curve --help`` and an argument error answer before torch loads.
+A config is named by its dotted path (``"landscape.curves:CurveConfig"``): its fields are read
+from the module's source (:func:`light_fields`) without importing it, as are option choices
+(:func:`light_constant`, :func:`light_keys`), so every ``landscape <cmd> --help`` and argument
+error answers before torch loads; the command imports the class when it runs.
 """
 
 from __future__ import annotations
@@ -17,26 +18,25 @@ import dataclasses
 import functools
 import importlib.util
 import inspect
-import re
 import sys
+import textwrap
 import types
 import typing
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["add_config", "config_from", "field_help", "light_constant", "light_fields"]
-
-_FIELD = re.compile(r"^\s+(\w+)\s*:[^=]*=.*#\s*(?P<help>.+)$")
+__all__ = ["add_config", "config_from", "light_constant", "light_fields", "light_keys"]
 
 
 @functools.cache
-def field_help(cls: type) -> dict[str, str]:
+def _field_help(cls: type) -> dict[str, str]:
     """The comment after each field of a dataclass (its documentation)."""
     out: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
             continue
-        out.update(_help_of(inspect.getsource(klass).splitlines()))
+        lines = textwrap.dedent(inspect.getsource(klass)).splitlines()
+        out.update(_help_of(ast.parse("\n".join(lines)).body[0], lines))
     return out
 
 
@@ -55,7 +55,8 @@ def _module_tree(module: str) -> tuple[ast.Module, list[str]]:
 
 
 def _light_class(module: str, name: str) -> list[Option]:
-    """The scalar fields of dataclass ``name`` in ``module`` (bases first), from the source.
+    """The scalar and list fields of dataclass ``name`` in ``module`` (bases first), from the
+    source.
 
     Raises:
         ValueError: a field this reader cannot evaluate without importing (the caller then
@@ -71,15 +72,9 @@ def _light_class(module: str, name: str) -> list[Option]:
             module,
         )  # fmt: skip
         found.update({o.name: o for o in _light_class(source, ast.unparse(base))})
-    helps = _help_of(lines[node.lineno - 1 : node.end_lineno])
-    scope = {"int": int, "float": float, "str": str, "bool": bool, "None": None}
+    helps = _help_of(node, lines)
+    scope = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "None": None}
     own: list[str] = []
-    if any(
-        isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign))
-        and "self." in ast.unparse(n).split("=")[0]
-        for f in node.body if isinstance(f, ast.FunctionDef) for n in ast.walk(f)
-    ):  # fmt: skip
-        raise ValueError(f"{name} rewrites its fields: its defaults need the class")
     for item in node.body:
         if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
             continue
@@ -88,17 +83,31 @@ def _light_class(module: str, name: str) -> list[Option]:
             hint = eval(ast.unparse(item.annotation), {"__builtins__": {}}, scope)  # noqa: S307
         except (NameError, AttributeError):
             continue  # not a scalar (a nested config): set by the command itself
-        kind, optional = _scalar(hint)
+        kind, optional, many = _scalar(hint)
         if kind not in (int, float, str, bool):
             continue
         if item.value is None:
             raise ValueError(f"{name}.{item.target.id} has no default")
-        default = ast.literal_eval(item.value)  # ValueError when not a literal
         found[item.target.id] = Option(
-            item.target.id, kind, optional, default, helps.get(item.target.id, "")
-        )
+            item.target.id, kind, optional, _literal_default(item.value),
+            helps.get(item.target.id, ""), many,
+        )  # fmt: skip
     # The config's own fields first, then the shared ones it inherits (as add_config orders).
     return [found[n] for n in own if n in found] + [o for n, o in found.items() if n not in own]
+
+
+def _literal_default(value: ast.expr) -> Any:
+    """A field's declared default: a literal, or ``field(default_factory=lambda: <literal>)``.
+
+    Raises:
+        ValueError: any other default.
+    """
+    if isinstance(value, ast.Call):
+        factory = next((k.value for k in value.keywords if k.arg == "default_factory"), None)
+        if not isinstance(factory, ast.Lambda):
+            raise ValueError(f"not a literal default: {ast.unparse(value)}")
+        value = factory.body
+    return ast.literal_eval(value)
 
 
 def light_fields(path: str) -> list[Option]:
@@ -114,60 +123,85 @@ def light_fields(path: str) -> list[Option]:
     return _class_fields(cls)
 
 
+def _constant(module: str, name: str) -> ast.expr | None:
+    """The value assigned to module constant ``name`` (``NAME = ...`` or ``NAME: T = ...``)."""
+    tree, _ = _module_tree(module)
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return node.value
+    return None
+
+
 def light_constant(path: str) -> Any:
     """A literal module constant ``"module:NAME"`` (e.g. option choices) without importing."""
     module, name = path.split(":")
-    if module in sys.modules:
-        return getattr(sys.modules[module], name)
-    tree, _ = _module_tree(module)
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else []
-        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-            return ast.literal_eval(node.value)
-    return getattr(importlib.import_module(module), name)
+    value = None if module in sys.modules else _constant(module, name)
+    if value is None:
+        return getattr(importlib.import_module(module), name)
+    return ast.literal_eval(value)
+
+
+def light_keys(path: str) -> tuple[str, ...]:
+    """The keys of a module's dict constant ``"module:NAME"`` (a registry of names), in order,
+    without importing the module when they are literals."""
+    module, name = path.split(":")
+    value = None if module in sys.modules else _constant(module, name)
+    if isinstance(value, ast.Dict) and all(isinstance(k, ast.Constant) for k in value.keys):
+        return tuple(k.value for k in value.keys)
+    return tuple(getattr(importlib.import_module(module), name))
 
 
 def _class_fields(cls: type) -> list[Option]:
     hints = typing.get_type_hints(cls)
-    helps = field_help(cls)
-    defaults = cls()
+    helps = _field_help(cls)
     own = cls.__dict__.get("__annotations__", {})
     out = []
     # The config's own fields first, then the shared ones it inherits.
     for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
-        kind, optional = _scalar(hints[f.name])
+        kind, optional, many = _scalar(hints[f.name])
         if kind in (int, float, str, bool):
-            out.append(
-                Option(f.name, kind, optional, getattr(defaults, f.name), helps.get(f.name, ""))
-            )
+            # The declared default, not an instance's: __post_init__ may derive a field from
+            # others (SliceConfig.span from direction), and must see what the user left unset.
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            out.append(Option(f.name, kind, optional, default, helps.get(f.name, ""), many))
     return out
 
 
 class Option(NamedTuple):
-    """One scalar field of a config: its name, type, whether None is allowed, default, help."""
+    """One field of a config: its name, type (of each value when a list), whether None is
+    allowed, default, help, and whether it is a list."""
 
     name: str
     kind: type
     optional: bool
     default: Any
     help: str
+    many: bool = False
 
 
-def _help_of(lines: list[str]) -> dict[str, str]:
+def _help_of(node: ast.ClassDef, lines: list[str]) -> dict[str, str]:
+    """The comment on each field's lines (``name: type = default  # comment``, also when the
+    formatter splits the default over lines) of a class whose source ``lines`` are given."""
     out: dict[str, str] = {}
-    for line in lines:
-        m = _FIELD.match(line)
-        if m:
-            out[m.group(1)] = m.group("help").strip()
+    for item in node.body:
+        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+            text = lines[item.lineno - 1 : item.end_lineno]
+            comments = [line.split("#", 1)[1].strip() for line in text if "#" in line]
+            if comments:
+                out[item.target.id] = " ".join(comments)
     return out
 
 
-def _scalar(hint: Any) -> tuple[type, bool]:
-    """(the type to parse with, whether None is allowed) of a field's annotation."""
+def _scalar(hint: Any) -> tuple[type, bool, bool]:
+    """(the type to parse each value with, whether None is allowed, whether a list) of a
+    field's annotation."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return args[0], True
-    return hint, False
+        return args[0], True, False
+    if typing.get_origin(hint) is list:
+        return typing.get_args(hint)[0], False, True
+    return hint, False, False
 
 
 def _parse_optional(kind: type):
@@ -178,34 +212,54 @@ def _parse_optional(kind: type):
     return parse
 
 
+def _comma_list(kind: type):
+    """An argparse type: "a,b,c" parsed into ``[kind(a), kind(b), kind(c)]``."""
+
+    def parse(text: str) -> list:
+        try:
+            values = [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"not a comma-separated list: {text!r}") from err
+        if not values:
+            raise argparse.ArgumentTypeError("empty list")
+        return values
+
+    parse.__name__ = f"list of {kind.__name__}"
+    return parse
+
+
 def add_config(
     parser: argparse.ArgumentParser,
-    cls: type | str,
+    path: str,
     *,
     skip: tuple[str, ...] = (),
+    required: tuple[str, ...] = (),
     choices: dict[str, tuple] | None = None,
 ) -> None:
-    """Add one option per scalar field of the dataclass ``cls`` (except ``skip``).
-
-    ``cls`` may be a ``"module:Class"`` path: its options then come from the source
-    (:func:`light_fields`), and the module is imported only when the command runs.
+    """Add one option per scalar or list field of the config ``"module:Class"`` (except
+    ``skip``), read from its source (:func:`light_fields`): the module is imported only when
+    the command runs. The ``required`` options show their default as an example instead.
     """
-    fields = light_fields(cls) if isinstance(cls, str) else _class_fields(cls)
-    for f in fields:
+    for f in light_fields(path):
         if f.name in skip:
             continue
+        shown = ",".join(map(str, f.default)) if f.many else f.default
+        tail = f", e.g. {shown} (required)" if f.name in required else f" (default: {shown})"
         # argparse %-formats help texts: a literal % in a comment ("50%") must be doubled
-        text = f"{f.help} (default: {f.default})".strip().replace("%", "%%")
+        text = (f.help + (", comma-separated" if f.many else "") + tail).strip()
+        text = text.replace("%", "%%")
         flag = "--" + f.name.replace("_", "-")
         if f.kind is bool:
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=f.default, help=text
             )
             continue
-        parse = _parse_optional(f.kind) if f.optional else f.kind
+        parse = _comma_list(f.kind) if f.many else f.kind
+        given = {"required": True} if f.name in required else {"default": f.default}
         parser.add_argument(
-            flag, type=parse, default=f.default, help=text, choices=(choices or {}).get(f.name)
-        )
+            flag, type=_parse_optional(parse) if f.optional else parse, help=text,
+            choices=(choices or {}).get(f.name), **given,
+        )  # fmt: skip
 
 
 def config_from(args: argparse.Namespace, cls: type, **overrides: Any) -> Any:

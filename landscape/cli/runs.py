@@ -1,30 +1,28 @@
 """The commands that train, inspect and manage files: train, defaults, info, import, app,
-sweep, prune, masks, study, upload, uploads."""
+sweep, prune, masks, upload.
+
+The parsers read configs and choices from the modules' source (:mod:`landscape.cli.options`)
+and each command imports what it runs, so ``--help`` and argument errors answer before torch
+loads.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from landscape import verdicts
-from landscape.checkpoints import TORCH_SUFFIXES
-from landscape.cli.options import add_config, config_from, field_help
-from landscape.cli.text import print_checkpoint, print_metrics, print_research
-from landscape.data import DATASETS, NORMALIZATIONS
-from landscape.models import MODELS, RESEARCH_ARCHS
-from landscape.progress import terminal_progress
-from landscape.research import export_research, load_any, open_research
-from landscape.sources import EXPORT, is_external, trust_command_line
-from landscape.store import Store, atomic_write
-from landscape.studies import masks, prune, run
-from landscape.studies.sweep import SweepConfig
-from landscape.train import OPTIMIZERS, SCHEDULES, TrainConfig, make_initial, train
-from landscape.workspace import default_checkpoints
+from landscape.cli.options import add_config, config_from, light_constant, light_keys
+from landscape.datasources import DATASETS
+
+if TYPE_CHECKING:
+    from landscape.store import Store
+    from landscape.train import TrainConfig
 
 __all__ = ["COMMANDS", "make_defaults"]
+
+TRAIN = "landscape.train:TrainConfig"
 
 
 def _json_dict(text: str) -> dict:
@@ -37,18 +35,20 @@ def _json_dict(text: str) -> dict:
     return value
 
 
-_TRAIN_CHOICES = {
-    "data": DATASETS,
-    "normalize": tuple(sorted(NORMALIZATIONS)),
-    "arch": tuple(sorted(MODELS)),
-    "optimizer": OPTIMIZERS,
-    "lr_schedule": SCHEDULES,
-}
+def _normalizations() -> tuple[str, ...]:
+    return tuple(sorted(light_keys("landscape.data:NORMALIZATIONS")))
 
 
 def _add_train_options(p: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
     """The TrainConfig options (defaults and help from the dataclass) and --arch-kwargs."""
-    add_config(p, TrainConfig, skip=skip, choices=_TRAIN_CHOICES)
+    choices = {
+        "data": DATASETS,
+        "normalize": _normalizations(),
+        "arch": tuple(sorted(light_keys("landscape.models:MODELS"))),
+        "optimizer": light_constant("landscape.train:OPTIMIZERS"),
+        "lr_schedule": light_constant("landscape.train:SCHEDULES"),
+    }
+    add_config(p, TRAIN, skip=skip, choices=choices)
     _kwargs_option(p, '{"hidden": 32}')
 
 
@@ -58,10 +58,16 @@ def _kwargs_option(p: argparse.ArgumentParser, example: str) -> None:
 
 
 def _config_from(args: argparse.Namespace, **overrides) -> TrainConfig:
+    from landscape.train import TrainConfig
+
     return config_from(args, TrainConfig, **overrides)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from landscape.cli.text import print_metrics
+    from landscape.progress import terminal_progress
+    from landscape.train import train
+
     cfg = _config_from(args)
     with terminal_progress("train") as progress:
         run = train(cfg, args.out, progress=progress)
@@ -93,6 +99,9 @@ DEFAULT_COMMON: dict = {
 
 def make_defaults(out: Path, *, epochs: int | None = None) -> dict[str, dict]:
     """Write init.safetensors and the sgd/ and grda/ runs of the default study to ``out``."""
+    from landscape.progress import terminal_progress
+    from landscape.train import TrainConfig, make_initial, train
+
     common = DEFAULT_COMMON | ({"epochs": epochs} if epochs is not None else {})
     make_initial(TrainConfig(**common), out / "init.safetensors")
     records = {}
@@ -104,7 +113,10 @@ def make_defaults(out: Path, *, epochs: int | None = None) -> dict[str, dict]:
 
 
 def _cmd_defaults(args: argparse.Namespace) -> int:
-    records = make_defaults(Path(args.out), epochs=args.epochs)
+    from landscape.cli.text import print_metrics
+    from landscape.workspace import default_checkpoints
+
+    records = make_defaults(Path(args.out or default_checkpoints()), epochs=args.epochs)
     for name, rec in records.items():
         print_metrics(f"{name}: {rec['wall_time_s']:.1f} s", rec["metrics"])
     return 0
@@ -113,8 +125,9 @@ def _cmd_defaults(args: argparse.Namespace) -> int:
 def _add_defaults(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("defaults", help="regenerate the bundled default digits runs")
     p.add_argument(
-        "--out", default=str(default_checkpoints()),
-        help="folder for init.safetensors, sgd/ and grda/ (default: %(default)s)",
+        "--out", default=None,
+        help="folder for init.safetensors, sgd/ and grda/ (default: the bundled runs' folder, "
+        "$LANDSCAPE_CHECKPOINTS if set)",
     )  # fmt: skip
     p.add_argument(
         "--epochs", type=int, default=None,
@@ -123,16 +136,19 @@ def _add_defaults(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_defaults)
 
 
-ARCH_CHOICES = sorted(MODELS) + sorted(RESEARCH_ARCHS)  # registry names, research-code names
-
-
 def _arch_name(text: str) -> str:
-    if text in ARCH_CHOICES or is_external(text) and not text.startswith(EXPORT):
+    """A registry or research-code name, or a torchvision:/file: source (an export: program is
+    named by its file, never by --arch)."""
+    names = [*light_keys("landscape.models:MODELS"), *light_keys("landscape.models:RESEARCH_ARCHS")]
+    sources = tuple(light_constant(f"landscape.sources:{s}") for s in ("TORCHVISION", "FILE"))
+    if text in names or text.startswith(sources):
         return text
     raise argparse.ArgumentTypeError(f"unknown architecture {text!r} (see --help)")
 
 
 def _arch_option(args: argparse.Namespace) -> dict | None:
+    from landscape.sources import trust_command_line
+
     trust_command_line(args.arch, args.model_path)  # the user's own files and folders
     return {"name": args.arch, "kwargs": args.arch_kwargs} if args.arch else None
 
@@ -162,6 +178,10 @@ def _not_a_folder(path: Path) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from landscape.checkpoints import TORCH_SUFFIXES
+    from landscape.cli.text import print_checkpoint, print_research
+    from landscape.research import load_any, open_research
+
     _not_a_folder(Path(args.checkpoint))
     if Path(args.checkpoint).suffix.lower() in TORCH_SUFFIXES:
         print_research(open_research(args.checkpoint, arch=_arch_option(args)))
@@ -196,6 +216,9 @@ def _data_option(args: argparse.Namespace) -> dict | None:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
+    from landscape.cli.text import print_research
+    from landscape.research import export_research, open_research
+
     found = open_research(args.file, arch=_arch_option(args), data=_data_option(args))
     print_research(found)
     files = export_research(found, args.out)
@@ -220,7 +243,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--split-seed", type=int, default=0, help="train/test split seed (default: 0)")
     p.add_argument(
-        "--normalize", choices=sorted(NORMALIZATIONS), default=None,
+        "--normalize", choices=_normalizations(), default=None,
         help="input normalisation (default: as recognised)",
     )  # fmt: skip
     p.add_argument(
@@ -231,6 +254,8 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_app(args: argparse.Namespace) -> int:
+    import subprocess
+
     from landscape.app import server_command
 
     return subprocess.call(server_command(port=args.port))
@@ -242,33 +267,17 @@ def _add_app(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_app)
 
 
-def _comma_list(text: str, kind: type) -> list:
-    """Parse "a,b,c" into [kind(a), kind(b), kind(c)] (an argparse type)."""
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list: {text!r}") from err
-    if not values:
-        raise argparse.ArgumentTypeError("empty list")
-    return values
-
-
-def _floats(text: str) -> list[float]:
-    return _comma_list(text, float)
-
-
-def _ints(text: str) -> list[int]:
-    return _comma_list(text, int)
-
-
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    # Imported here: the module's import block is kept lazy by its own change.
     import os
     from contextlib import nullcontext
     from dataclasses import replace
 
+    from landscape import verdicts
     from landscape.distributed import launch, process_group, relaunch_argv
+    from landscape.progress import terminal_progress
+    from landscape.studies.sweep import SweepConfig
     from landscape.sweep import run_sweep
+    from landscape.train import TrainConfig
 
     if args.sgd is not None and not args.magnitude:
         raise ValueError("--sgd is only used with --magnitude")
@@ -314,17 +323,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="train a gRDA (c, mu, seed) grid; sparsity-accuracy frontier")
     # The grid's --c/--mu lists replace the single values of the training options.
     _add_train_options(p, skip=("c", "mu", "optimizer"))
-    add_config(p, SweepConfig, choices={"scope": ("global", "layer")})
-    helps, d = field_help(SweepConfig), SweepConfig()
-    p.add_argument(
-        "--c", type=_floats, required=True, help=f"{helps['c']}, e.g. 0.001,0.002 (required)"
-    )
-    p.add_argument(
-        "--mu", type=_floats, required=True, help=f"{helps['mu']}, e.g. 0.51,0.7 (required)"
-    )
-    p.add_argument(
-        "--seeds", type=_ints, default=d.seeds,
-        help=f"{helps['seeds']}, e.g. 0,1 (default: {','.join(map(str, d.seeds))})",
+    add_config(
+        p, "landscape.studies.sweep:SweepConfig", required=("c", "mu"),
+        choices={"scope": ("global", "layer")},
     )  # fmt: skip
     p.add_argument("--out", required=True, help="sweep folder, resumed if it exists (required)")
     p.add_argument("--connect", action="store_true", help="then fit a curve from --sgd to "
@@ -340,15 +341,26 @@ def _store_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=None, help="result folder (default: $LANDSCAPE_HOME)")
 
 
+def _store(args: argparse.Namespace) -> Store:
+    from landscape.store import Store
+
+    return Store(args.store) if args.store else Store()
+
+
 def _cmd_prune(args: argparse.Namespace) -> int:
+    from landscape.cli.text import print_metrics
+    from landscape.progress import terminal_progress
+    from landscape.research import load_any
+    from landscape.store import atomic_write
+    from landscape.studies import prune
+
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ValueError(f"--out must be a .safetensors file, got {out}")
     cfg = config_from(args, prune.PruneConfig)
     inputs = prune.PruneInputs(load_any(args.checkpoint))
-    store = Store(args.store) if args.store else Store()
     with terminal_progress("prune") as progress:
-        res = prune.prune(cfg, inputs, store=store, progress=progress)
+        res = prune.prune(cfg, inputs, store=_store(args), progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, Path(res.path).read_bytes())
     print_metrics(f"pruned checkpoint written to {out} (hash {res.hash})", res.metrics)
@@ -358,20 +370,22 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 def _add_prune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="magnitude-prune a checkpoint, optionally fine-tune")
     p.add_argument("checkpoint", help="checkpoint to prune (.safetensors or .pt/.pth)")
-    add_config(p, prune.PruneConfig, skip=("sparsity",), choices={"scope": ("global", "layer")})
-    help_text = field_help(prune.PruneConfig)["sparsity"]
-    p.add_argument(
-        "--sparsity", type=float, required=True, help=f"{help_text}, e.g. 0.85 (required)"
-    )
+    add_config(
+        p, "landscape.studies.prune:PruneConfig", required=("sparsity",),
+        choices={"scope": ("global", "layer")},
+    )  # fmt: skip
     p.add_argument("--out", required=True, help=".safetensors file to write (required)")
     _store_option(p)
     p.set_defaults(func=_cmd_prune)
 
 
 def _cmd_masks(args: argparse.Namespace) -> int:
-    store = Store(args.store) if args.store else Store()
+    from dataclasses import asdict
+
+    from landscape.studies import masks, run
+
     cfg = config_from(args, masks.MasksConfig)
-    ms = run(masks.KIND, cfg, masks.MasksInputs(Path(args.run)), store=store)
+    ms = run(masks.KIND, cfg, masks.MasksInputs(Path(args.run)), store=_store(args))
     if args.json:
         print(json.dumps(asdict(ms), indent=2))
         return 0
@@ -393,7 +407,7 @@ def _cmd_masks(args: argparse.Namespace) -> int:
 def _add_masks(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("masks", help="zero-mask stability over a run's trajectory snapshots")
     p.add_argument("run", help="run folder")
-    add_config(p, masks.MasksConfig)
+    add_config(p, "landscape.studies.masks:MasksConfig")
     p.add_argument(
         "--json", action="store_true", help="print the result as JSON (default: a table)"
     )
@@ -402,6 +416,7 @@ def _add_masks(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_upload(args: argparse.Namespace) -> int:
+    from landscape.sources import is_external
     from landscape.workspace import save_upload, upload_arch
 
     data = {"name": args.data, "split_seed": args.split_seed}
