@@ -14,12 +14,19 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _WHERE = {  # public name: the module that defines it
+    "CurveConfig": "landscape.configs",
+    "HessianConfig": "landscape.configs",
+    "PCAConfig": "landscape.configs",
+    "PlaneConfig": "landscape.configs",
+    "RandomPlaneConfig": "landscape.configs",
+    "SliceConfig": "landscape.configs",
+    "SweepConfig": "landscape.configs",
+    "TrainConfig": "landscape.configs",
     "Checkpoint": "landscape.checkpoints",
     "CheckpointError": "landscape.checkpoints",
     "load_checkpoint": "landscape.checkpoints",
     "save_checkpoint": "landscape.checkpoints",
     "BezierCurve": "landscape.curves",
-    "CurveConfig": "landscape.curves",
     "fit_curve": "landscape.curves",
     "load_curve": "landscape.curves",
     "NORMALIZATIONS": "landscape.data",
@@ -30,7 +37,7 @@ _WHERE = {  # public name: the module that defines it
     "EvalData": "landscape.evaluate",
     "Evaluator": "landscape.evaluate",
     "bn_statistics": "landscape.evaluate",
-    "evaluate_model": "landscape.evaluate",
+    "evaluate_model": "landscape.metrics",
     "evaluate_point": "landscape.evaluate",
     "evaluate_points": "landscape.evaluate",
     "hvp": "landscape.hessian",
@@ -55,42 +62,45 @@ _WHERE = {  # public name: the module that defines it
     "run": "landscape.studies",
     "CurveInputs": "landscape.studies.curve",
     "CurveResult": "landscape.studies.curve",
-    "HessianConfig": "landscape.studies.hessian",
     "HessianInputs": "landscape.studies.hessian",
     "HessianResult": "landscape.studies.hessian",
-    "PCAConfig": "landscape.studies.pca",
     "PCAInputs": "landscape.studies.pca",
     "PCAResult": "landscape.studies.pca",
-    "PlaneConfig": "landscape.studies.plane",
     "PlaneInputs": "landscape.studies.plane",
     "PlaneResult": "landscape.studies.plane",
-    "RandomPlaneConfig": "landscape.studies.random_plane",
     "RandomPlaneInputs": "landscape.studies.random_plane",
     "RandomPlaneResult": "landscape.studies.random_plane",
-    "SliceConfig": "landscape.studies.slices",
     "SliceInputs": "landscape.studies.slices",
     "SliceResult": "landscape.studies.slices",
-    "SweepConfig": "landscape.sweep",
     "pareto_front": "landscape.sweep",
     "run_sweep": "landscape.sweep",
-    "TrainConfig": "landscape.train",
     "train": "landscape.train",
 }
 
 if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from landscape.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-    from landscape.curves import BezierCurve, CurveConfig, fit_curve, load_curve
+    from landscape.configs import (
+        CurveConfig,
+        HessianConfig,
+        PCAConfig,
+        PlaneConfig,
+        RandomPlaneConfig,
+        SliceConfig,
+        SweepConfig,
+        TrainConfig,
+    )
+    from landscape.curves import BezierCurve, fit_curve, load_curve
     from landscape.data import NORMALIZATIONS, DataError, Dataset, load_dataset
     from landscape.evaluate import (
         METRICS,
         EvalData,
         Evaluator,
         bn_statistics,
-        evaluate_model,
         evaluate_point,
         evaluate_points,
     )
     from landscape.hessian import hvp, top_eigen
+    from landscape.metrics import evaluate_model
     from landscape.models import MODELS, RESEARCH_ARCHS, build_model, prunable_names, resolve_arch
     from landscape.optim import GRDA
     from landscape.pruning import magnitude_prune, mask_stability, prune_checkpoint
@@ -99,17 +109,13 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from landscape.store import Store
     from landscape.studies import KINDS, find, run
     from landscape.studies.curve import CurveInputs, CurveResult
-    from landscape.studies.hessian import HessianConfig, HessianInputs, HessianResult
-    from landscape.studies.pca import PCAConfig, PCAInputs, PCAResult
-    from landscape.studies.plane import PlaneConfig, PlaneInputs, PlaneResult
-    from landscape.studies.random_plane import (
-        RandomPlaneConfig,
-        RandomPlaneInputs,
-        RandomPlaneResult,
-    )
-    from landscape.studies.slices import SliceConfig, SliceInputs, SliceResult
-    from landscape.sweep import SweepConfig, pareto_front, run_sweep
-    from landscape.train import TrainConfig, train
+    from landscape.studies.hessian import HessianInputs, HessianResult
+    from landscape.studies.pca import PCAInputs, PCAResult
+    from landscape.studies.plane import PlaneInputs, PlaneResult
+    from landscape.studies.random_plane import RandomPlaneInputs, RandomPlaneResult
+    from landscape.studies.slices import SliceInputs, SliceResult
+    from landscape.sweep import pareto_front, run_sweep
+    from landscape.train import train
 
 
 def __getattr__(name: str) -> Any:

@@ -21,11 +21,10 @@ from collections.abc import Sequence
 
 import torch
 
+from landscape.configs import CURVE_TYPES
 from landscape.params import Named, flatten, unflatten
 
 __all__ = ["CURVE_TYPES", "BezierCurve", "bernstein", "curve_weights", "hat_weights"]
-
-CURVE_TYPES = ("bezier", "polychain")  # the weights of the control points along t
 
 
 def bernstein(k: int, t: torch.Tensor | float | list[float]) -> torch.Tensor:

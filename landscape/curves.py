@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,8 @@ from torch import nn
 from torch.func import functional_call
 
 from landscape.checkpoints import Checkpoint, CheckpointError
-from landscape.curvepoints import CURVE_TYPES, BezierCurve, bernstein, curve_weights
+from landscape.configs import CURVE_TYPES, CurveConfig, lr_factor
+from landscape.curvepoints import BezierCurve, bernstein, curve_weights
 from landscape.data import Dataset, batches
 from landscape.evaluate import (
     channels_last,
@@ -38,7 +38,7 @@ from landscape.models import prunable_names
 from landscape.params import Named, flatten, has_batchnorm, split_state
 from landscape.progress import Progress
 from landscape.store import atomic_write
-from landscape.train import Loop, lr_factor
+from landscape.train import Loop
 
 __all__ = [
     "CURVE_TYPES",
@@ -56,64 +56,10 @@ __all__ = [
 ]
 
 
-MAX_ORDER = 20  # higher orders lose the Bernstein weights to rounding (NaN paths)
-MAX_POINTS = 100_001  # values of t a curve study evaluates at most
 _CURVE_FORMAT = "landscape-curve"
 _CURVE_VERSION = 2  # 2: curve_type and mask (written only when not a plain Bezier curve)
 _FIT_FIELDS = ("order", "epochs", "lr", "momentum", "weight_decay", "batch_size", "lr_schedule")
 _SHAPE_FIELDS = ("curve_type", "masked")  # what a fitted curve is, besides its fit settings
-
-
-@dataclass
-class CurveConfig:
-    """How a curve between two checkpoints is fitted and evaluated (stored with the result)."""
-
-    order: int = 2  # order k: k - 1 trainable bends; 1 is the straight line
-    curve_type: str = "bezier"  # bezier (Bernstein weights) or polychain (piecewise linear)
-    masked: bool = False  # keep the curve at 0 where B's prunable weights are (sparse path)
-    epochs: int = 20  # passes over the training data while fitting the bends; 0: no fit
-    lr: float = 0.05  # SGD learning rate of the bends
-    momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 5e-4  # L2 penalty on the bends (the endpoints are fixed)
-    batch_size: int = 128  # mini-batch size of the fit; one t ~ U(0, 1) per mini-batch
-    lr_schedule: str = "paper"  # const, or paper: const to 50%, linear to 1% at 90%
-    seed: int = 0  # batch order and the t drawn per mini-batch
-    points: int = 61  # evaluated values of t, evenly spaced over [0, 1]
-    bn_subset: int | None = None  # recalibrate BN on the first N training samples (None: all)
-    train_subset: int | None = None  # fit and evaluate on N training samples, stratified
-    test_subset: int | None = None  # evaluate on N test samples, stratified (None: all)
-    subset_seed: int = 0  # which samples train_subset and test_subset draw
-    data_root: str | None = None  # folder with the mnist / cifar10 files of the endpoints
-    device: str = "cpu"  # cpu or cuda
-
-    def check(self) -> None:
-        """Raise ValueError on the first invalid field."""
-        if not 1 <= self.order <= MAX_ORDER:
-            raise ValueError(
-                f"order must be in [1, {MAX_ORDER}] (1 is the straight line), got {self.order}"
-            )
-        if self.curve_type not in CURVE_TYPES:
-            raise ValueError(
-                f"curve_type must be one of {', '.join(CURVE_TYPES)}, got {self.curve_type!r}"
-            )
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if not self.lr > 0 or not math.isfinite(self.lr):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 2 <= self.points <= MAX_POINTS:
-            raise ValueError(
-                f"points must be in [2, {MAX_POINTS}] (t = 0 and t = 1 at least), got {self.points}"
-            )
-        for name in ("bn_subset", "train_subset", "test_subset"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        lr_factor(self.lr_schedule, 0.0)  # raises on an unknown schedule name
 
 
 def _endpoint_model(a: Checkpoint, b: Checkpoint) -> nn.Module:

@@ -15,37 +15,24 @@ digits, this 2-core CPU, one thread; profiled with torch.profiler and cProfile):
 
 * First layer reused: a Linear/Conv layer's output is linear in its parameters, so when the
   network starts with one (checked on a few samples) its responses to each basis vector are
-  computed once and combined per point, for the BN pass and the evaluation alike. The k cached
-  responses of N rows are bounded by ``budget_bytes``; beyond it, or for other networks,
-  points are evaluated plainly.
+  computed once (within ``budget_bytes``) and combined per point, for the BN pass and the
+  evaluation alike.
 * BN statistics (:class:`~landscape.evaldata.BatchNormPass`): eval mode, each BN layer
-  normalising with the batch's own statistics, computed in float64 across cache-sized chunks;
-  the train-mode pass over one batch of all 1347 samples spent most of a point in
-  whole-batch BN, ReLU and pooling (activations that outgrow the caches), and its float32
-  channels-last statistics were ~5e-5 relative off (now ~1e-7: tests/test_precision.py).
-* Subnormal floats are flushed to zero during evaluation (:func:`_cpu_policy`): the sparse
-  gRDA network's activations produce them, and they cost the digits CNN 1.35x.
-* Parameters are views of one flat vector rewritten in place per point: no per-point copies,
-  ``load_state_dict`` or ``functional_call``.
-* CPU inputs are stored channels-last: the first convolution (one input channel), max
-  pooling and the later layers run several times faster than in NCHW (2.6x per CNN point).
-* Small models run on one CPU thread (:func:`small_model_threads`), set-up included: their
-  operations are too short to gain from a second thread, and on a busy machine every parallel
-  operation can wait a whole scheduler slice for a descheduled thread.
-* On the CPU, BatchNorm -> ReLU -> 2x2 max pooling runs as one exact, faster layer in the
-  evaluator's copy (:mod:`landscape.evalnet`: pooling first, then the affine map and ReLU on
-  a quarter of the values): 9.6 -> 8.3 ms per digits CNN point.
-* Evaluation runs in chunks of about ``chunk_bytes`` of first-layer output on the CPU (4 MiB:
-  with the fused layers, 1024-row chunks beat the former 256, 8.3 -> 6.5 ms per point), of
-  ``eval_batch_size`` rows on GPUs; the logits of all rows of up to 64 points are kept and
-  their metrics reduced at once (per chunk, then per point, their ~15 tiny operations cost
-  ~0.1 ms each time: the digits MLP's point went 0.50 -> 0.42 ms). :func:`evaluate_points`
-  hands the evaluator ~0.2 s of points per call, so progress and partial saves stay live.
-* Loss is logsumexp minus the target logit, sharing the row maximum with the prediction
-  (F.cross_entropy + argmax took ~2x longer on 10 classes); ECE reuses both.
+  normalising with its batch's statistics, in float64 across cache-sized chunks (the train-mode
+  pass spent most of a point in whole-batch layers, and was ~5e-5 relative off; now ~1e-7).
+* Subnormal floats are flushed to zero (:func:`_cpu_policy`): the sparse gRDA network's
+  activations produce them (1.35x per CNN point). CPU inputs are channels-last (2.6x).
+* Parameters are views of one flat vector rewritten in place per point (no copies,
+  ``load_state_dict`` or ``functional_call``). Small models run on one CPU thread
+  (:func:`small_model_threads`): a second thread only adds scheduler waits on a busy machine.
+* On the CPU, BatchNorm -> ReLU -> 2x2 max pooling runs as one exact layer that pools first
+  (:mod:`landscape.evalnet`): 9.6 -> 8.3 ms per digits CNN point; then chunks of ``chunk_bytes``
+  = 4 MiB of first-layer output (1024 rows) beat the former 1 MiB: 8.3 -> 6.5 ms.
+* The logits of all rows of up to 64 points are kept and their metrics reduced at once (per
+  point, ~15 tiny operations cost ~0.1 ms: an MLP point went 0.50 -> 0.42 ms);
+  :func:`evaluate_points` hands the evaluator ~0.2 s of points per call (live progress).
 * On CUDA, networks without BN evaluate 16 points per vmapped pass (~6x faster on an H200,
-  where a point is a few tiny kernel launches); on the CPU vmap measured 1.5-2x slower than
-  the loop, so one point per pass there.
+  where a point is a few tiny kernel launches); on the CPU vmap measured 1.5-2x slower.
 """
 
 from __future__ import annotations
@@ -69,7 +56,7 @@ from landscape.evaldata import (
     small_model_threads,
 )
 from landscape.evalnet import fuse_batchnorm
-from landscape.metrics import METRICS, REDUCTIONS, WIDTH, Metric, chunk_sums, values
+from landscape.metrics import METRICS, REDUCTIONS, Metric, chunk_sums, values
 from landscape.params import Named, param_names, unflatten
 from landscape.progress import Progress
 from landscape.store import Store
@@ -81,7 +68,6 @@ __all__ = [
     "Evaluator",
     "Metric",
     "bn_statistics",
-    "evaluate_model",
     "evaluate_point",
     "evaluate_points",
 ]
@@ -413,23 +399,6 @@ def bn_statistics(model: nn.Module, params: Named, data: EvalData) -> Named:
         return Evaluator(model, data, [params], first_layer="plain").buffers([1.0])
 
 
-@torch.no_grad()
-def evaluate_model(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 2048
-) -> dict[str, float]:
-    """Eval-mode metrics of ``model`` with its own weights and buffers: ``{"loss", "acc",
-    "ece", ...}`` (the names of :data:`REDUCTIONS`), e.g. during training."""
-    was_training = model.training
-    model.eval()
-    try:
-        sums = torch.zeros(WIDTH, dtype=torch.float64, device=x.device)
-        for i in range(0, len(y), batch_size):
-            sums += chunk_sums(model(x[i : i + batch_size]), y[i : i + batch_size])[0]
-    finally:
-        model.train(was_training)
-    return values(sums, len(y))
-
-
 def _resumed(store: Store | None, kind: str, key: str, n: int) -> tuple[dict, np.ndarray]:
     """({metric: (n,)}, done mask) from the store's partial log, or all NaN / False."""
     out = {m: np.full(n, np.nan) for m in METRICS}
@@ -450,6 +419,19 @@ def _append(store: Store, kind: str, key: str, new: list[int], out: dict) -> Non
     if new:
         store.append_partial(kind, key, np.asarray(new), {m: out[m][new] for m in METRICS})
         new.clear()
+
+
+def _in_calls(ev: Evaluator, coords: np.ndarray, todo: list[int]) -> Iterator[tuple[list, list]]:
+    """(indices, their metrics) per call of ``ev.many``: ``points_per_pass`` points of a vmapped
+    pass, else as many as take ~0.2 s (progress and partial saves stay live)."""
+    g, size = 0, ev.points_per_pass
+    while g < len(todo):
+        idx, start = todo[g : g + size], time.perf_counter()
+        rows = ev.many(coords[idx])
+        g, took = g + len(idx), (time.perf_counter() - start) / len(idx)
+        if ev.points_per_pass == 1:
+            size = max(1, min(ev.group, int(0.2 / max(took, 1e-6))))
+        yield idx, rows
 
 
 def evaluate_points(
@@ -495,13 +477,7 @@ def evaluate_points(
     last_save, new = time.monotonic(), []
     with _cpu_policy(model, data):
         ev = Evaluator(model, data, basis, points_per_pass=points_per_pass)
-        g, size = 0, ev.points_per_pass
-        while g < len(todo):
-            idx, start = todo[g : g + size], time.perf_counter()
-            rows = ev.many(coords[idx])
-            g, took = g + len(idx), (time.perf_counter() - start) / len(idx)
-            if ev.points_per_pass == 1:  # as many points per call as take ~0.2 s (progress)
-                size = max(1, min(ev.group, int(0.2 / max(took, 1e-6))))
+        for idx, rows in _in_calls(ev, coords, todo):
             for i, metrics in zip(idx, rows, strict=True):
                 for m in METRICS:
                     out[m][i] = metrics[m]

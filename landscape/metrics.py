@@ -15,8 +15,19 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import torch
+from torch import nn
 
-__all__ = ["ECE_BINS", "METRICS", "REDUCTIONS", "Metric", "Rows", "chunk_sums", "values", "WIDTH"]
+__all__ = [
+    "ECE_BINS",
+    "METRICS",
+    "REDUCTIONS",
+    "WIDTH",
+    "Metric",
+    "Rows",
+    "chunk_sums",
+    "evaluate_model",
+    "values",
+]
 
 ECE_BINS = 15  # equal-width confidence bins (b/15, (b+1)/15] of the expected calibration error
 
@@ -151,3 +162,20 @@ def values(sums: torch.Tensor, n: int) -> dict[str, float]:
         return {m.name: float("nan") for m in REDUCTIONS}
     parts = sums.cpu().split(_WIDTHS)
     return {m.name: m.value(p, n) for m, p in zip(REDUCTIONS, parts, strict=True)}
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 2048
+) -> dict[str, float]:
+    """Eval-mode metrics of ``model`` with its own weights and buffers: ``{"loss", "acc",
+    "ece", ...}`` (the names of :data:`REDUCTIONS`), e.g. during training."""
+    was_training = model.training
+    model.eval()
+    try:
+        sums = torch.zeros(WIDTH, dtype=torch.float64, device=x.device)
+        for i in range(0, len(y), batch_size):
+            sums += chunk_sums(model(x[i : i + batch_size]), y[i : i + batch_size])[0]
+    finally:
+        model.train(was_training)
+    return values(sums, len(y))

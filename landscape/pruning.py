@@ -20,7 +20,8 @@ from torch import nn
 from landscape.checkpoints import Checkpoint, CheckpointError, checkpoint_dataset, load_checkpoint
 from landscape.data import Dataset, batches
 from landscape.evaldata import small_model_threads
-from landscape.evaluate import EvalData, bn_statistics, evaluate_model
+from landscape.evaluate import EvalData, bn_statistics
+from landscape.metrics import evaluate_model
 from landscape.models import prunable_names
 from landscape.params import sparsity as sparsity_stats
 from landscape.params import split_state

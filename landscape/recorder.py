@@ -32,7 +32,7 @@ from torch import nn
 
 from landscape.checkpoints import fit_state, save_checkpoint
 from landscape.data import Dataset, source_meta
-from landscape.evaluate import evaluate_model
+from landscape.metrics import evaluate_model
 from landscape.models import prunable_names, resolve_arch
 from landscape.optim import GRDA
 from landscape.params import sparsity

@@ -45,7 +45,7 @@ from landscape.progress import Progress
 from landscape.pruning import magnitude_optimizer_meta, prune_checkpoint
 from landscape.store import atomic_write
 from landscape.studies.sweep import SweepConfig, SweepResult, run_name
-from landscape.train import TrainConfig, lr_factor, make_initial, train
+from landscape.train import TrainConfig, make_initial, train
 
 __all__ = ["COLUMNS", "SweepConfig", "SweepResult", "load_sweep", "pareto_front", "run_sweep"]
 
@@ -148,9 +148,7 @@ def _validate(cfg: SweepConfig) -> None:
         raise ValueError(f"a sweep trains gRDA; got optimizer {t.optimizer!r}")
     if t.arch not in MODELS:
         raise ValueError(f"Unknown architecture {t.arch!r}; known: {', '.join(sorted(MODELS))}")
-    lr_factor(t.lr_schedule, 0.0)  # validates the schedule name
-    if t.epochs < 1 or t.batch_size < 1 or t.snapshots < 0:
-        raise ValueError("epochs and batch_size must be >= 1 and snapshots >= 0")
+    t.check()
     if cfg.workers < 1:
         raise ValueError(f"workers must be >= 1, got {cfg.workers}")
     if cfg.scope not in ("global", "layer"):

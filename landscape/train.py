@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from landscape.configs import OPTIMIZERS, SCHEDULES, TrainConfig, lr_factor
 from landscape.data import Dataset, batches, load_dataset, source_meta
 from landscape.evaldata import small_model_threads
-from landscape.evaluate import evaluate_model
+from landscape.metrics import evaluate_model
 from landscape.models import build_model, prunable_names
 from landscape.optim import GRDA
 from landscape.params import sparsity
@@ -39,49 +40,6 @@ __all__ = [
     "make_initial",
     "train",
 ]
-
-OPTIMIZERS = ("sgd", "grda")
-SCHEDULES = ("const", "paper")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a training run (stored in run.json and checkpoint metadata)."""
-
-    data: str = "digits"  # digits (bundled), or a source in data_root: landscape.data.DATASETS
-    data_root: str | None = None  # folder of the data set's files, or the .npz file
-    image_size: str | None = None  # imagefolder: resize to HxW, e.g. 32x32; None: the 1st image's
-    image_channels: int | None = None  # imagefolder: 1 grey or 3 RGB; None: the 1st image's
-    split_seed: int = 0  # train/test split of digits
-    normalize: str = "none"  # per-channel normalisation (landscape.data.NORMALIZATIONS)
-    arch: str = "cnn"  # registry name in landscape.models
-    arch_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments
-    optimizer: str = "sgd"  # sgd or grda (grda with momentum > 0 is gRDAM)
-    lr: float = 0.05  # base learning rate
-    momentum: float = 0.0  # heavy-ball momentum (SGD) / gRDAM buffer
-    c: float = 0.0  # gRDA sparsity strength
-    mu: float = 0.7  # gRDA time exponent of the threshold
-    epochs: int = 30  # passes over the training data
-    batch_size: int = 64  # mini-batch size
-    lr_schedule: str = "const"  # const, or paper: const to 50%, linear to 1% at 90%
-    seed: int = 0  # model init (unless init is given) and batch order
-    snapshots: int = 10  # trajectory snapshots, spread over training, first = initial weights
-    init: str | None = None  # start from this checkpoint instead of a seeded initialisation
-    device: str = "cpu"  # cpu or cuda
-
-
-def lr_factor(schedule: str, progress: float) -> float:
-    """Multiplier of the base learning rate at ``progress`` in [0, 1] of training."""
-    if schedule == "const":
-        return 1.0
-    if schedule == "paper":
-        if progress <= 0.5:
-            return 1.0
-        if progress >= 0.9:
-            return 0.01
-        return 1.0 - 0.99 * (progress - 0.5) / 0.4
-    raise ValueError(f"Unknown lr schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
-
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 Forward = Callable[[torch.Tensor, torch.Tensor], "torch.Tensor | None"]
@@ -214,14 +172,6 @@ def _optimizer_meta(cfg: TrainConfig) -> dict[str, Any]:
     return {"name": name, "hparams": hp, "epochs": cfg.epochs, "batch_size": cfg.batch_size}
 
 
-def _check(cfg: TrainConfig) -> None:
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-    lr_factor(cfg.lr_schedule, 0.0)  # validates the schedule name before any work
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.snapshots < 0:
-        raise ValueError("epochs and batch_size must be >= 1 and snapshots >= 0")
-
-
 def _model(cfg: TrainConfig, arch: dict[str, Any]) -> tuple[nn.Module, str | None]:
     """The seeded model (or the --init weights) and the init checkpoint's hash."""
     torch.manual_seed(cfg.seed)
@@ -337,7 +287,7 @@ def train(cfg: TrainConfig, out: str | Path, *, progress: Progress | None = None
     Returns:
         The :class:`Run` with its record (the content of run.json).
     """
-    _check(cfg)
+    cfg.check()
     start = time.perf_counter()
     device = torch.device(cfg.device)
     data = _dataset(cfg)

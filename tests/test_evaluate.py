@@ -14,11 +14,10 @@ from landscape.evaluate import (
     EvalData,
     Evaluator,
     bn_statistics,
-    evaluate_model,
     evaluate_point,
     evaluate_points,
 )
-from landscape.metrics import chunk_sums, values
+from landscape.metrics import chunk_sums, evaluate_model, values
 from landscape.models import build_model
 from landscape.store import Store
 from tests.reference import ece, logits, point_metrics, recalibrate_bn

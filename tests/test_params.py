@@ -13,7 +13,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from landscape.evaluate import EvalData, bn_statistics, evaluate_model
+from landscape.evaluate import EvalData, bn_statistics
+from landscape.metrics import evaluate_model
 from landscape.models import build_model, prunable_names
 from landscape.params import (
     flatten,

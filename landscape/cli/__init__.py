@@ -84,11 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = _command(argv)
     args = build_parser(() if command is None else (command,)).parse_args(argv)
-    from landscape.checkpoints import CheckpointError  # torch: only once a command runs
-    from landscape.data import DataError
-
     try:
         return args.func(args)
-    except (CheckpointError, DataError, ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # CheckpointError, DataError: ValueErrors
         print(f"error: {err}", file=sys.stderr)
         return 2

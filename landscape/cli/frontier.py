@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from landscape.cli.options import add_config, config_from, light_fields
+from landscape import configs
+from landscape.cli.options import add_config, config_fields, config_from
 
 __all__ = ["COMMANDS", "connect", "frontier_table", "threeway_table"]
-
-CURVE = "landscape.curves:CurveConfig"  # read from the source: --help needs no torch
 
 
 def _store(args: argparse.Namespace):
@@ -63,15 +62,14 @@ def connect(folder: str | Path, sgd: str | Path | None, cfg, *, store=None, prog
 
 
 def _cmd_frontier(args: argparse.Namespace) -> int:
+    cfg = config_from(args, configs.CurveConfig)
+    cfg.check()  # before torch loads
     from contextlib import nullcontext
     from dataclasses import replace
 
-    from landscape.curves import CurveConfig
     from landscape.distributed import process_group
     from landscape.progress import terminal_progress
 
-    cfg = config_from(args, CurveConfig)
-    cfg.check()
     # Under torchrun the rows are shared out over the ranks (row i on rank i % world).
     with process_group(cfg.device) as group:
         cfg = replace(cfg, device=group.device)
@@ -91,7 +89,7 @@ def _add_frontier(sub: argparse._SubParsersAction) -> None:
         help="SGD run folder or checkpoint (default: the sweep's --sgd)",
     )  # fmt: skip
     p.add_argument("--store", default=None, help="result folder (default: $LANDSCAPE_HOME)")
-    add_config(p, CURVE)
+    add_config(p, configs.CurveConfig)
     p.set_defaults(func=_cmd_frontier)
 
 
@@ -111,20 +109,18 @@ def threeway_table(res) -> str:
 
 
 def _cmd_threeway(args: argparse.Namespace) -> int:
-    from landscape import verdicts
-    from landscape.curves import CurveConfig
-    from landscape.progress import terminal_progress
-    from landscape.research import load_any
-    from landscape.studies import run, threeway
-    from landscape.studies.plane import PlaneConfig
-
-    curve_cfg = config_from(args, CurveConfig)
-    curve_cfg.check()
-    plane_cfg = PlaneConfig(
+    curve_cfg = config_from(args, configs.CurveConfig)
+    curve_cfg.check()  # the curve's and the plane's options, before torch loads
+    plane_cfg = configs.PlaneConfig(
         grid=args.grid, margin=args.margin, bn_subset=curve_cfg.bn_subset,
         device=curve_cfg.device, data_root=curve_cfg.data_root,
     )  # fmt: skip
-    cfg = threeway.ThreewayConfig(curve_cfg, plane_cfg, args.scope, args.finetune_epochs)
+    cfg = configs.ThreewayConfig(curve_cfg, plane_cfg, args.scope, args.finetune_epochs)
+    from landscape import verdicts
+    from landscape.progress import terminal_progress
+    from landscape.research import load_any
+    from landscape.studies import run, threeway
+
     inputs = threeway.ThreewayInputs(load_any(args.sgd), load_any(args.grda))
     with terminal_progress("threeway") as progress:
         res = run(threeway.KIND, cfg, inputs, store=_store(args), progress=progress)
@@ -137,7 +133,7 @@ def _add_threeway(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("threeway", help="SGD, gRDA and magnitude-pruned SGD: 3 curves, 1 plane")
     p.add_argument("sgd", help="the dense (SGD) checkpoint")
     p.add_argument("grda", help="the sparse (gRDA) checkpoint; the twin is pruned to its sparsity")
-    plane = {o.name: o for o in light_fields("landscape.studies.plane:PlaneConfig")}
+    plane = {o.name: o for o in config_fields(configs.PlaneConfig)}
     for name in ("grid", "margin"):
         o = plane[name]
         p.add_argument(
@@ -151,7 +147,7 @@ def _add_threeway(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--finetune-epochs", type=int, default=0,
                    help="masked SGD epochs after pruning the twin (default: 0)")  # fmt: skip
     p.add_argument("--store", default=None, help="result folder (default: $LANDSCAPE_HOME)")
-    add_config(p, CURVE)
+    add_config(p, configs.CurveConfig)
     p.set_defaults(func=_cmd_threeway)
 
 

@@ -4,10 +4,11 @@ Each field ``name: type = default  # comment`` becomes ``--name`` (underscores a
 that default, and the comment, as its help; a ``list[int]`` (or float, str) field takes a
 comma-separated list. ``config_from`` builds the config back from the parsed arguments.
 
-A config is named by its dotted path (``"landscape.curves:CurveConfig"``): its fields are read
-from the module's source (:func:`light_fields`) without importing it, as are option choices
+The configs live in the torch-free :mod:`landscape.configs`, so a command builds (and so
+checks) its config before it imports torch, and ``--help`` never imports it. Option choices
+kept in torch modules (the model registry) are read from the module's source instead
 (:func:`light_constant`, :func:`light_keys`), so every ``landscape <cmd> --help`` and argument
-error answers before torch loads; the command imports the class when it runs.
+error answers before torch loads.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import typing
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["add_config", "config_from", "light_constant", "light_fields", "light_keys"]
+__all__ = ["Option", "add_config", "config_fields", "config_from", "light_constant", "light_keys"]
 
 
 @functools.cache
@@ -52,75 +53,6 @@ def _module_tree(module: str) -> tuple[ast.Module, list[str]]:
     path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
     text = path.read_text(encoding="utf-8")
     return ast.parse(text), text.splitlines()
-
-
-def _light_class(module: str, name: str) -> list[Option]:
-    """The scalar and list fields of dataclass ``name`` in ``module`` (bases first), from the
-    source.
-
-    Raises:
-        ValueError: a field this reader cannot evaluate without importing (the caller then
-            imports the class).
-    """
-    tree, lines = _module_tree(module)
-    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
-    found: dict[str, Option] = {}
-    for base in node.bases:  # a base imported by name: ``from landscape.x import Base``
-        source = next(
-            (i.module for i in tree.body if isinstance(i, ast.ImportFrom)
-             for a in i.names if isinstance(base, ast.Name) and (a.asname or a.name) == base.id),
-            module,
-        )  # fmt: skip
-        found.update({o.name: o for o in _light_class(source, ast.unparse(base))})
-    helps = _help_of(node, lines)
-    scope = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "None": None}
-    own: list[str] = []
-    for item in node.body:
-        if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
-            continue
-        own.append(item.target.id)
-        try:
-            hint = eval(ast.unparse(item.annotation), {"__builtins__": {}}, scope)  # noqa: S307
-        except (NameError, AttributeError):
-            continue  # not a scalar (a nested config): set by the command itself
-        kind, optional, many = _scalar(hint)
-        if kind not in (int, float, str, bool):
-            continue
-        if item.value is None:
-            raise ValueError(f"{name}.{item.target.id} has no default")
-        found[item.target.id] = Option(
-            item.target.id, kind, optional, _literal_default(item.value),
-            helps.get(item.target.id, ""), many,
-        )  # fmt: skip
-    # The config's own fields first, then the shared ones it inherits (as add_config orders).
-    return [found[n] for n in own if n in found] + [o for n, o in found.items() if n not in own]
-
-
-def _literal_default(value: ast.expr) -> Any:
-    """A field's declared default: a literal, or ``field(default_factory=lambda: <literal>)``.
-
-    Raises:
-        ValueError: any other default.
-    """
-    if isinstance(value, ast.Call):
-        factory = next((k.value for k in value.keywords if k.arg == "default_factory"), None)
-        if not isinstance(factory, ast.Lambda):
-            raise ValueError(f"not a literal default: {ast.unparse(value)}")
-        value = factory.body
-    return ast.literal_eval(value)
-
-
-def light_fields(path: str) -> list[Option]:
-    """The options of the config ``"module:Class"``, from its source when the module is not
-    imported yet, else from the class (the same list either way; tests compare them)."""
-    module, name = path.split(":")
-    if module not in sys.modules:
-        try:
-            return _light_class(module, name)
-        except (ValueError, StopIteration, SyntaxError):
-            pass  # an unusual field: import the class
-    cls = getattr(importlib.import_module(module), name)
-    return _class_fields(cls)
 
 
 def _constant(module: str, name: str) -> ast.expr | None:
@@ -152,12 +84,13 @@ def light_keys(path: str) -> tuple[str, ...]:
     return tuple(getattr(importlib.import_module(module), name))
 
 
-def _class_fields(cls: type) -> list[Option]:
+def config_fields(cls: type) -> list[Option]:
+    """The scalar and list fields of the config dataclass ``cls``: its own first, then the
+    shared ones it inherits."""
     hints = typing.get_type_hints(cls)
     helps = _field_help(cls)
     own = cls.__dict__.get("__annotations__", {})
     out = []
-    # The config's own fields first, then the shared ones it inherits.
     for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
         kind, optional, many = _scalar(hints[f.name])
         if kind in (int, float, str, bool):
@@ -230,17 +163,16 @@ def _comma_list(kind: type):
 
 def add_config(
     parser: argparse.ArgumentParser,
-    path: str,
+    cls: type,
     *,
     skip: tuple[str, ...] = (),
     required: tuple[str, ...] = (),
     choices: dict[str, tuple] | None = None,
 ) -> None:
-    """Add one option per scalar or list field of the config ``"module:Class"`` (except
-    ``skip``), read from its source (:func:`light_fields`): the module is imported only when
-    the command runs. The ``required`` options show their default as an example instead.
+    """Add one option per scalar or list field of the config dataclass ``cls`` (except
+    ``skip``). The ``required`` options show their default as an example instead.
     """
-    for f in light_fields(path):
+    for f in config_fields(cls):
         if f.name in skip:
             continue
         shown = ",".join(map(str, f.default)) if f.many else f.default

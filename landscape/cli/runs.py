@@ -1,9 +1,10 @@
 """The commands that train, inspect and manage files: train, defaults, info, import, app,
 sweep, prune, masks, upload.
 
-The parsers read configs and choices from the modules' source (:mod:`landscape.cli.options`)
-and each command imports what it runs, so ``--help`` and argument errors answer before torch
-loads.
+The parsers take their options from the torch-free configs (:mod:`landscape.configs`) and
+read the choices kept in torch modules from their source (:mod:`landscape.cli.options`); each
+command builds its config first and then imports what it runs, so ``--help``, argument errors
+and out-of-range options answer before torch loads.
 """
 
 from __future__ import annotations
@@ -13,16 +14,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from landscape import configs
 from landscape.cli.options import add_config, config_from, light_constant, light_keys
 from landscape.datasources import DATASETS
 
 if TYPE_CHECKING:
     from landscape.store import Store
-    from landscape.train import TrainConfig
 
 __all__ = ["COMMANDS", "make_defaults"]
-
-TRAIN = "landscape.train:TrainConfig"
 
 
 def _json_dict(text: str) -> dict:
@@ -45,10 +44,10 @@ def _add_train_options(p: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()
         "data": DATASETS,
         "normalize": _normalizations(),
         "arch": tuple(sorted(light_keys("landscape.models:MODELS"))),
-        "optimizer": light_constant("landscape.train:OPTIMIZERS"),
-        "lr_schedule": light_constant("landscape.train:SCHEDULES"),
+        "optimizer": configs.OPTIMIZERS,
+        "lr_schedule": configs.SCHEDULES,
     }
-    add_config(p, TRAIN, skip=skip, choices=choices)
+    add_config(p, configs.TrainConfig, skip=skip, choices=choices)
     _kwargs_option(p, '{"hidden": 32}')
 
 
@@ -57,18 +56,19 @@ def _kwargs_option(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("--arch-kwargs", type=_json_dict, default={}, help=help_text)
 
 
-def _config_from(args: argparse.Namespace, **overrides) -> TrainConfig:
-    from landscape.train import TrainConfig
-
-    return config_from(args, TrainConfig, **overrides)
+def _config_from(args: argparse.Namespace, **overrides) -> configs.TrainConfig:
+    """The training config of the options, checked (before torch loads)."""
+    cfg = config_from(args, configs.TrainConfig, **overrides)
+    cfg.check()
+    return cfg
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    cfg = _config_from(args)
     from landscape.cli.text import print_metrics
     from landscape.progress import terminal_progress
     from landscape.train import train
 
-    cfg = _config_from(args)
     with terminal_progress("train") as progress:
         run = train(cfg, args.out, progress=progress)
     print_metrics(f"run written to {run.path}", run.record["metrics"])
@@ -100,13 +100,13 @@ DEFAULT_COMMON: dict = {
 def make_defaults(out: Path, *, epochs: int | None = None) -> dict[str, dict]:
     """Write init.safetensors and the sgd/ and grda/ runs of the default study to ``out``."""
     from landscape.progress import terminal_progress
-    from landscape.train import TrainConfig, make_initial, train
+    from landscape.train import make_initial, train
 
     common = DEFAULT_COMMON | ({"epochs": epochs} if epochs is not None else {})
-    make_initial(TrainConfig(**common), out / "init.safetensors")
+    make_initial(configs.TrainConfig(**common), out / "init.safetensors")
     records = {}
     for name, opts in DEFAULT_RUNS.items():
-        cfg = TrainConfig(**common, **opts, init=str(out / "init.safetensors"))
+        cfg = configs.TrainConfig(**common, **opts, init=str(out / "init.safetensors"))
         with terminal_progress(name) as progress:
             records[name] = train(cfg, out / name, progress=progress).record
     return records
@@ -272,19 +272,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
     from dataclasses import replace
 
+    if args.sgd is not None and not args.magnitude:
+        raise ValueError("--sgd is only used with --magnitude")
+    d = configs.TrainConfig()
+    # Every run gets the grid's c, mu and seed; --seed seeds the shared initial weights.
+    base = _config_from(args, optimizer="grda", c=d.c, mu=d.mu)
+    cfg = config_from(args, configs.SweepConfig, train=base)
     from landscape import verdicts
     from landscape.distributed import launch, process_group, relaunch_argv
     from landscape.progress import terminal_progress
-    from landscape.studies.sweep import SweepConfig
     from landscape.sweep import run_sweep
-    from landscape.train import TrainConfig
 
-    if args.sgd is not None and not args.magnitude:
-        raise ValueError("--sgd is only used with --magnitude")
-    d = TrainConfig()
-    # Every run gets the grid's c, mu and seed; --seed seeds the shared initial weights.
-    base = _config_from(args, optimizer="grda", c=d.c, mu=d.mu)
-    cfg = config_from(args, SweepConfig, train=base)
     if args.launcher > 1 and "WORLD_SIZE" not in os.environ:
         from landscape.cli import build_parser
 
@@ -310,10 +308,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(f"verdict: {found.title}. {found.sentence}")
     if args.connect:  # the connectivity frontier (landscape.cli.frontier), rank 0 alone
         from landscape.cli.frontier import connect
-        from landscape.curves import CurveConfig
 
         with terminal_progress("frontier") as progress:
-            _, text = connect(result.path, cfg.sgd, CurveConfig(device=cfg.train.device),
+            _, text = connect(result.path, cfg.sgd, configs.CurveConfig(device=cfg.train.device),
                               progress=progress)  # fmt: skip
         print(text)
     return 0
@@ -324,7 +321,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     # The grid's --c/--mu lists replace the single values of the training options.
     _add_train_options(p, skip=("c", "mu", "optimizer"))
     add_config(
-        p, "landscape.studies.sweep:SweepConfig", required=("c", "mu"),
+        p, configs.SweepConfig, required=("c", "mu"),
         choices={"scope": ("global", "layer")},
     )  # fmt: skip
     p.add_argument("--out", required=True, help="sweep folder, resumed if it exists (required)")
@@ -348,16 +345,16 @@ def _store(args: argparse.Namespace) -> Store:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"--out must be a .safetensors file, got {out}")
+    cfg = config_from(args, configs.PruneConfig)
     from landscape.cli.text import print_metrics
     from landscape.progress import terminal_progress
     from landscape.research import load_any
     from landscape.store import atomic_write
     from landscape.studies import prune
 
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise ValueError(f"--out must be a .safetensors file, got {out}")
-    cfg = config_from(args, prune.PruneConfig)
     inputs = prune.PruneInputs(load_any(args.checkpoint))
     with terminal_progress("prune") as progress:
         res = prune.prune(cfg, inputs, store=_store(args), progress=progress)
@@ -371,7 +368,7 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="magnitude-prune a checkpoint, optionally fine-tune")
     p.add_argument("checkpoint", help="checkpoint to prune (.safetensors or .pt/.pth)")
     add_config(
-        p, "landscape.studies.prune:PruneConfig", required=("sparsity",),
+        p, configs.PruneConfig, required=("sparsity",),
         choices={"scope": ("global", "layer")},
     )  # fmt: skip
     p.add_argument("--out", required=True, help=".safetensors file to write (required)")
@@ -382,9 +379,9 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
 def _cmd_masks(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    cfg = config_from(args, configs.MasksConfig)
     from landscape.studies import masks, run
 
-    cfg = config_from(args, masks.MasksConfig)
     ms = run(masks.KIND, cfg, masks.MasksInputs(Path(args.run)), store=_store(args))
     if args.json:
         print(json.dumps(asdict(ms), indent=2))
@@ -407,7 +404,7 @@ def _cmd_masks(args: argparse.Namespace) -> int:
 def _add_masks(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("masks", help="zero-mask stability over a run's trajectory snapshots")
     p.add_argument("run", help="run folder")
-    add_config(p, "landscape.studies.masks:MasksConfig")
+    add_config(p, configs.MasksConfig)
     p.add_argument(
         "--json", action="store_true", help="print the result as JSON (default: a table)"
     )

@@ -1,7 +1,7 @@
 """The study commands: curve, plane, pca, random-plane, slice, hessian.
 
-Each builds the kind's config from its options (defaults from the config dataclass), loads the
-inputs, prints an estimate, runs ``landscape.studies.run`` (sharded over processes for the grid
+Each builds the kind's config from its options (defaults from the config dataclass) first, so
+an out-of-range option is reported before torch loads; then it loads the inputs, prints an estimate, runs ``landscape.studies.run`` (sharded over processes for the grid
 commands) and prints the result's text.
 """
 
@@ -17,25 +17,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from landscape.cli.options import add_config, config_from, light_constant
+from landscape import configs
+from landscape.cli.options import add_config, config_from
 
 if TYPE_CHECKING:
     from landscape.store import Store
     from landscape.studies import base, curve
 
 __all__ = ["COMMANDS"]
-
-# The parsers are built from the config classes' source, so `--help` and argument errors
-# answer before torch loads; each command imports what it runs (issue 15: `landscape --help`
-# took 3.3 s, 2.6 s of it importing torch).
-_CONFIGS = {
-    "curve": "landscape.curves:CurveConfig",
-    "plane": "landscape.studies.plane:PlaneConfig",
-    "pca": "landscape.studies.pca:PCAConfig",
-    "random-plane": "landscape.studies.random_plane:RandomPlaneConfig",
-    "slice": "landscape.studies.slices:SliceConfig",
-    "hessian": "landscape.studies.hessian:HessianConfig",
-}
 
 
 def _store(args: argparse.Namespace) -> Store:
@@ -181,12 +170,13 @@ def endpoints(args: argparse.Namespace):
 
 
 def _cmd_plane(args: argparse.Namespace) -> int:
+    cfg = config_from(args, configs.PlaneConfig)  # checked before torch loads
     from landscape.research import load_any
     from landscape.studies import plane
 
     a, b, third = endpoints(args)
     inputs = plane.PlaneInputs(a, b, third if third is not None else load_any(args.third))
-    return _run_grid(args, plane.KIND, config_from(args, plane.PlaneConfig), inputs, a)
+    return _run_grid(args, plane.KIND, cfg, inputs, a)
 
 
 def _add_plane(sub: argparse._SubParsersAction) -> None:
@@ -199,55 +189,55 @@ def _add_plane(sub: argparse._SubParsersAction) -> None:
         "of the research code brings its own A and B (this or --third is required)",
     )  # fmt: skip
     third.add_argument("--third", help="a third checkpoint C (this or --curve is required)")
-    add_config(p, _CONFIGS["plane"])
+    add_config(p, configs.PlaneConfig)
     _common(p, launcher=True)
     p.set_defaults(func=_cmd_plane)
 
 
 def _cmd_pca(args: argparse.Namespace) -> int:
+    cfg = config_from(args, configs.PCAConfig)  # checked before torch loads
     from landscape.checkpoints import load_checkpoint
     from landscape.studies import pca
 
     inputs = pca.PCAInputs(tuple(args.runs))
     a = load_checkpoint(inputs.final)
-    return _run_grid(args, pca.KIND, config_from(args, pca.PCAConfig), inputs, a)
+    return _run_grid(args, pca.KIND, cfg, inputs, a)
 
 
 def _add_pca(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pca", help="loss/accuracy on the PCA plane of training trajectories")
     p.add_argument("runs", nargs="+", help="one or two run folders (with trajectory/)")
-    add_config(
-        p, _CONFIGS["pca"], choices={"centre": light_constant("landscape.studies.pca:CENTRES")}
-    )
+    add_config(p, configs.PCAConfig, choices={"centre": configs.CENTRES})
     _common(p, launcher=True)
     p.set_defaults(func=_cmd_pca)
 
 
 def _cmd_random_plane(args: argparse.Namespace) -> int:
+    cfg = config_from(args, configs.RandomPlaneConfig)  # checked before torch loads
     from landscape.research import load_any
     from landscape.studies import random_plane
 
     a = load_any(args.a)
-    cfg = config_from(args, random_plane.RandomPlaneConfig)
     return _run_grid(args, random_plane.KIND, cfg, random_plane.RandomPlaneInputs(a), a)
 
 
 def _add_random_plane(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("random-plane", help="random filter-normalised plane around A")
     p.add_argument("a", help="checkpoint at the centre")
-    add_config(p, _CONFIGS["random-plane"])
+    add_config(p, configs.RandomPlaneConfig)
     _common(p, launcher=True)
     p.set_defaults(func=_cmd_random_plane)
 
 
 def _cmd_slice(args: argparse.Namespace) -> int:
+    # Checked before torch loads.
+    hcfg = configs.HessianConfig(k=1, subset=args.subset, data_root=args.data_root)
+    cfg = config_from(args, configs.SliceConfig, hessian=hcfg)
     from landscape.research import load_any
-    from landscape.studies import hessian, slices
+    from landscape.studies import slices
 
     a = load_any(args.a)
     b = load_any(args.to) if args.to else None
-    hcfg = hessian.HessianConfig(k=1, subset=args.subset, data_root=args.data_root)
-    cfg = config_from(args, slices.SliceConfig, hessian=hcfg)
     return _run_grid(args, slices.KIND, cfg, slices.SliceInputs(a, b), a)
 
 
@@ -260,13 +250,13 @@ def _add_slice(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--subset", type=int, default=None, help="Hessian samples for eigen (default: all)"
     )
-    directions = light_constant("landscape.studies.slices:DIRECTIONS")
-    add_config(p, _CONFIGS["slice"], choices={"direction": directions})
+    add_config(p, configs.SliceConfig, choices={"direction": configs.DIRECTIONS})
     _common(p, launcher=True)
     p.set_defaults(func=_cmd_slice)
 
 
 def _cmd_hessian(args: argparse.Namespace) -> int:
+    cfg = config_from(args, configs.HessianConfig)  # checked before torch loads
     from landscape.cli.text import describe
     from landscape.progress import terminal_progress
     from landscape.research import load_any
@@ -274,7 +264,6 @@ def _cmd_hessian(args: argparse.Namespace) -> int:
 
     a = load_any(args.a)
     b = load_any(args.direction_to) if args.direction_to else None
-    cfg = config_from(args, hessian.HessianConfig)
     inputs = hessian.HessianInputs(a, b)
     store = _store(args)
     _confirm(args, hessian.KIND, cfg, a)
@@ -293,7 +282,7 @@ def _add_hessian(sub: argparse._SubParsersAction) -> None:
         "--direction-to",
         help="checkpoint B: overlaps of B - A, the gRDA minimum (default: none, eigenvalues only)",
     )
-    add_config(p, _CONFIGS["hessian"])
+    add_config(p, configs.HessianConfig)
     _common(p, launcher=False)
     p.set_defaults(func=_cmd_hessian)
 
@@ -322,14 +311,13 @@ def _write_curve_outputs(out: Path, res: curve.CurveResult, key: str, store: Sto
 
 
 def _cmd_curve(args: argparse.Namespace) -> int:
+    cfg = config_from(args, configs.CurveConfig)
+    cfg.check()  # bad options fail before anything is read or written, and torch loads
     from landscape.cli.text import curve_table
-    from landscape.curves import CurveConfig
     from landscape.progress import terminal_progress
     from landscape.studies import base, curve
 
     a, b, given = endpoints(args)
-    cfg = config_from(args, CurveConfig)
-    cfg.check()  # bad options fail before anything is written
     if given is not None:
         cfg = replace(cfg, order=given.order)
     _confirm(args, curve.KIND, replace(cfg, epochs=0) if given is not None else cfg, a)
@@ -366,7 +354,7 @@ def _add_curve(sub: argparse._SubParsersAction) -> None:
         "curve file, or a .pt curve file of the research code (its endpoints are A and B) "
         "(default: fit one)",
     )  # fmt: skip
-    add_config(p, _CONFIGS["curve"])
+    add_config(p, configs.CurveConfig)
     _common(p, launcher=False)
     p.set_defaults(func=_cmd_curve)
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,6 +12,14 @@ import torch
 from torch import nn
 
 from landscape.checkpoints import Checkpoint, checkpoint_dataset
+from landscape.configs import (
+    MAX_GRID,
+    MAX_POINTS,
+    MAX_POINTS_PER_PASS,
+    EvalOptions,
+    check_grid,
+    check_range,
+)
 from landscape.data import Dataset
 from landscape.distributed import evaluate_sharded
 from landscape.evaluate import METRICS, EvalData
@@ -41,44 +47,6 @@ __all__ = [
 ]
 
 
-MAX_GRID = 2001  # points per axis of a plane at most (4e6 points: about a day on a CPU)
-MAX_POINTS = 100_001  # points of a slice (or a curve projected into a plane) at most
-MAX_POINTS_PER_PASS = 1024  # weight points evaluated together at most
-
-
-def check_range(name: str, value: float, lo: float, hi: float = math.inf) -> None:
-    """ValueError unless ``lo <= value <= hi`` (and finite): one line naming the option."""
-    if not (math.isfinite(value) and lo <= value <= hi):
-        bounds = f"[{lo:g}, {hi:g}]" if math.isfinite(hi) else f">= {lo:g}"
-        raise ValueError(
-            f"{name} must be {'in ' if math.isfinite(hi) else ''}{bounds}, got {value}"
-        )
-
-
-@dataclass
-class EvalOptions:
-    """How weight points are evaluated: the options every evaluating study kind shares.
-
-    Subclasses check their own fields in ``__post_init__`` (calling this one), so an
-    out-of-range option fails when the config is made, before anything runs or is written.
-    """
-
-    bn_subset: int | None = None  # recalibrate BN on the first N training samples (None: all)
-    device: str = "cpu"  # cpu or cuda
-    data_root: str | None = None  # folder with the mnist / cifar10 files
-    points_per_pass: int | None = None  # speed only; None: 16 on GPUs without BN, else 1
-    train_subset: int | None = None  # evaluate on N training samples, stratified (None: all)
-    test_subset: int | None = None  # evaluate on N test samples, stratified (None: all)
-    subset_seed: int = 0  # which samples train_subset and test_subset draw
-
-    def __post_init__(self) -> None:
-        for name in ("bn_subset", "train_subset", "test_subset"):
-            if getattr(self, name) is not None:
-                check_range(name, getattr(self, name), 1)
-        if self.points_per_pass is not None:
-            check_range("points_per_pass", self.points_per_pass, 1, MAX_POINTS_PER_PASS)
-
-
 def check_same(ckpts: Sequence[Checkpoint]) -> None:
     """ValueError unless all checkpoints share one architecture and one data set."""
     first = ckpts[0]
@@ -93,12 +61,6 @@ def check_same(ckpts: Sequence[Checkpoint]) -> None:
                 f"{c.name} was trained on {data_c.get('name')!r}, {first.name} on "
                 f"{data_a.get('name')!r}"
             )
-
-
-def check_grid(grid: int, margin: float) -> None:
-    """ValueError unless 2 <= grid <= MAX_GRID and 0 <= margin <= 100."""
-    check_range("grid (points per axis)", grid, 2, MAX_GRID)
-    check_range("margin", margin, 0, 100)
 
 
 def label(ckpt: Checkpoint) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 from torch import nn
 
 from landscape.checkpoints import Checkpoint
+from landscape.configs import HessianConfig
 from landscape.evaldata import small_model_threads
 from landscape.evaluate import EvalData, bn_statistics
 from landscape.hessian import top_eigen
@@ -22,30 +23,11 @@ from landscape.models import prunable_names
 from landscape.params import Named, flatten, param_names, sparsity
 from landscape.pruning import magnitude_prune
 from landscape.studies.base import Context, Kind, Result, config_identity
-from landscape.studies.common import check_range, data_identity, dataset, model_params
+from landscape.studies.common import data_identity, dataset, model_params
 
 __all__ = ["KIND", "MAX_EIGENVECTOR_FLOATS", "HessianConfig", "HessianInputs", "HessianResult"]
 
-MAX_K = 200  # top eigenpairs at most (each needs its own Lanczos vectors)
 MAX_EIGENVECTOR_FLOATS = 5_000_000  # eigenvectors are stored only below k * P of this
-
-
-@dataclass
-class HessianConfig:
-    """What the Hessian analysis computes and on which data."""
-
-    k: int = 10  # number of top eigenpairs
-    subset: int | None = None  # training samples the Hessian averages over (None: all)
-    seed: int = 0  # Lanczos start vector and the random comparison direction
-    tol: float = 1e-3  # relative accuracy of the eigenvalues (ARPACK tol)
-    device: str = "cpu"  # cpu or cuda
-    data_root: str | None = None  # folder with the mnist / cifar10 files
-
-    def __post_init__(self) -> None:
-        check_range("k", self.k, 1, MAX_K)
-        if self.subset is not None:
-            check_range("subset", self.subset, 1)
-        check_range("tol", self.tol, 0, 1)
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,11 @@ import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from landscape.configs import MasksConfig
 from landscape.pruning import MaskStability, check_tol, mask_stability, snapshot_files
 from landscape.studies.base import Context, Kind, Result
 
 __all__ = ["KIND", "MasksConfig", "MasksInputs", "MasksResult"]
-
-
-@dataclass
-class MasksConfig:
-    """When a run's zero-mask counts as settled."""
-
-    tol: float = 0.01  # fraction of flipped prunable weights below which the mask is unchanged
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from landscape.checkpoints import Checkpoint, load_checkpoint
+from landscape.configs import CENTRES, PCAConfig
 from landscape.geometry import Plane, pca_basis
 from landscape.params import flatten
 from landscape.studies.base import Context, Kind, Result
 from landscape.studies.common import (
-    EvalOptions,
     check_grid,
     check_same,
     data_identity,
@@ -31,21 +31,6 @@ from landscape.studies.common import (
 )
 
 __all__ = ["KIND", "PCAConfig", "PCAInputs", "PCAResult"]
-
-CENTRES = ("final", "mean")
-
-
-@dataclass
-class PCAConfig(EvalOptions):
-    """How the PCA plane of training trajectories is built and evaluated."""
-
-    grid: int = 21  # points per axis
-    margin: float = 0.2  # fraction of the trajectories' extent added on each side of the grid
-    centre: str = "final"  # "final": final weights of the first run; "mean": snapshots' mean
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_grid(self.grid, self.margin)
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,13 @@ import numpy as np
 import torch
 
 from landscape.checkpoints import Checkpoint, content_hash
+from landscape.configs import PlaneConfig
 from landscape.curves import BezierCurve
 from landscape.geometry import Plane, plane_through
 from landscape.params import Named, flatten
 from landscape.studies.base import Context, Kind, Result
 from landscape.studies.common import (
-    MAX_POINTS,
-    EvalOptions,
     check_grid,
-    check_range,
     check_same,
     data_identity,
     eval_data,
@@ -33,20 +31,6 @@ from landscape.studies.common import (
 )
 
 __all__ = ["KIND", "PlaneConfig", "PlaneInputs", "PlaneResult"]
-
-
-@dataclass
-class PlaneConfig(EvalOptions):
-    """How a plane (or a slice) is evaluated."""
-
-    grid: int = 21  # points per axis
-    margin: float = 0.2  # fraction of the points' extent added on each side of the grid
-    points_on_curve: int = 61  # curve points projected into the plane (when a curve is given)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_grid(self.grid, self.margin)
-        check_range("points_on_curve", self.points_on_curve, 2, MAX_POINTS)
 
 
 @dataclass(frozen=True)

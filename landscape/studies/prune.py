@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from landscape.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from landscape.configs import PruneConfig
 from landscape.progress import Progress
 from landscape.pruning import check_prune, magnitude_optimizer_meta, prune_checkpoint
 from landscape.store import Store
@@ -21,20 +22,6 @@ from landscape.studies.base import Context, Kind, Result, run, study_key
 from landscape.studies.common import data_identity
 
 __all__ = ["KIND", "PruneConfig", "PruneInputs", "PruneResult", "prune", "pruned_checkpoint"]
-
-
-@dataclass
-class PruneConfig:
-    """Magnitude pruning to a target sparsity and the optional masked fine-tuning after it."""
-
-    sparsity: float = 0.9  # target fraction of zeros among the prunable weights, in [0, 1]
-    scope: str = "global"  # global (one threshold) or layer (every tensor to the sparsity)
-    finetune_epochs: int = 0  # epochs of masked SGD after pruning (0: none)
-    lr: float = 0.01  # fine-tuning learning rate
-    batch_size: int = 64  # fine-tuning batch size
-    seed: int = 0  # fine-tuning batch order
-    device: str = "cpu"  # cpu or cuda
-    data_root: str | None = None  # folder with the mnist / cifar10 files
 
 
 @dataclass(frozen=True)

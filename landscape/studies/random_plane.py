@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from landscape.checkpoints import Checkpoint
+from landscape.configs import RandomPlaneConfig
 from landscape.geometry import Plane, filter_normalized_random
 from landscape.params import flatten
 from landscape.studies.base import Context, Kind, Result, config_identity
 from landscape.studies.common import (
-    EvalOptions,
     check_grid,
     data_identity,
     eval_data,
@@ -25,21 +25,6 @@ from landscape.studies.common import (
 )
 
 __all__ = ["KIND", "RandomPlaneConfig", "RandomPlaneInputs", "RandomPlaneResult"]
-
-
-@dataclass
-class RandomPlaneConfig(EvalOptions):
-    """The random plane's grid, directions and evaluation."""
-
-    grid: int = 21  # points per axis
-    span: float = 1.0  # the grid covers [-span, span]^2
-    seed: int = 0  # seed of the two directions
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_grid(self.grid, 0.0)
-        if not 0 < self.span <= 1e6:
-            raise ValueError(f"span must be in (0, 1e6], got {self.span}")
 
 
 @dataclass(frozen=True)

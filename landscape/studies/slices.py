@@ -10,21 +10,19 @@ biases and BN excluded).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from landscape.checkpoints import Checkpoint
+from landscape.configs import DIRECTIONS, SliceConfig
 from landscape.geometry import filter_normalize, filter_normalized_random
 from landscape.params import Named, flatten
 from landscape.studies import base, hessian
 from landscape.studies.base import Context, Kind, Result
 from landscape.studies.common import (
-    MAX_POINTS,
-    EvalOptions,
-    check_range,
     check_same,
     data_identity,
     eval_data,
@@ -34,41 +32,6 @@ from landscape.studies.common import (
 )
 
 __all__ = ["DIRECTIONS", "KIND", "SliceConfig", "SliceInputs", "SliceResult"]
-
-DIRECTIONS = ("delta", "random", "eigen")
-
-
-@dataclass
-class SliceConfig(EvalOptions):
-    """The slice's direction, points and evaluation."""
-
-    direction: str = "delta"  # delta (B - A), random or eigen (top Hessian eigenvector at A)
-    points: int = 41  # number of values of s
-    span: float | None = (
-        None  # s in [-span, 1 + span] for delta (None: 0.5), else [-span, span] (None: 1)
-    )
-    seed: int = 0  # seed of the random direction
-    hessian: hessian.HessianConfig = field(default_factory=lambda: hessian.HessianConfig(k=1))
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.direction not in DIRECTIONS:
-            raise ValueError(
-                f"direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}"
-            )
-        check_range("points", self.points, 2, MAX_POINTS)
-        if self.span is None:
-            self.span = 0.5 if self.direction == "delta" else 1.0
-        if self.span < 0 or (self.span == 0 and self.direction != "delta"):
-            raise ValueError(f"span must be > 0, got {self.span}")
-        check_range("span", self.span, 0, 1e6)
-
-    @property
-    def s(self) -> np.ndarray:
-        lo, hi = (
-            (-self.span, 1.0 + self.span) if self.direction == "delta" else (-self.span, self.span)
-        )
-        return np.linspace(lo, hi, self.points)
 
 
 @dataclass(frozen=True)

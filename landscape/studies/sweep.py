@@ -16,28 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from landscape.configs import SweepConfig
 from landscape.studies.base import Context, Kind, Result, config_identity
-from landscape.train import TrainConfig
 
 __all__ = ["KIND", "SweepConfig", "SweepInputs", "SweepResult", "run_name"]
-
-
-@dataclass
-class SweepConfig:
-    """A grid of gRDA runs and, optionally, the magnitude-pruning baseline beside it."""
-
-    c: list[float] = field(default_factory=lambda: [0.001, 0.002, 0.005])  # gRDA strengths
-    mu: list[float] = field(default_factory=lambda: [0.51, 0.55, 0.6, 0.7])  # time exponents
-    seeds: list[int] = field(default_factory=lambda: [0])  # batch-order seeds
-    # Options shared by every run; its optimizer must be grda, and c, mu, seed are replaced by
-    # the grid's (seed still seeds the shared initial checkpoint when train.init is None).
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(optimizer="grda"))
-    magnitude: bool = False  # also magnitude-prune the SGD model at every run's sparsity
-    sgd: str | None = None  # SGD run folder or checkpoint for the magnitude baseline
-    scope: str = "global"  # magnitude pruning scope: global or layer
-    finetune_epochs: int = 0  # masked SGD epochs after magnitude pruning (train.lr, batch_size)
-    workers: int = 1  # training processes (this one too) taking runs from one queue; the runs
-    # are the same bytes with any number (each seeds itself)
 
 
 @dataclass(frozen=True)

@@ -9,33 +9,23 @@ this kind's result is the table of the three pairs and the keys of the parts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from landscape.checkpoints import Checkpoint
-from landscape.curves import CurveConfig
+from landscape.configs import ThreewayConfig
 from landscape.models import prunable_names
 from landscape.params import sparsity
 from landscape.studies import curve, plane, prune
 from landscape.studies.base import Context, Kind, Result, config_identity, run, study_key
 from landscape.studies.common import data_identity
-from landscape.studies.plane import PlaneConfig, PlaneInputs
+from landscape.studies.plane import PlaneInputs
 
 __all__ = ["KIND", "PAIRS", "ThreewayConfig", "ThreewayInputs", "ThreewayResult", "twin_sparsity"]
 
 PAIRS = (("SGD", "gRDA"), ("SGD", "magnitude"), ("gRDA", "magnitude"))  # (t = 0, t = 1)
-
-
-@dataclass
-class ThreewayConfig:
-    """The curves, the plane and the magnitude pruning of a three-way study."""
-
-    curve: CurveConfig = field(default_factory=CurveConfig)  # fit and evaluation of each curve
-    plane: PlaneConfig = field(default_factory=PlaneConfig)  # the plane through the three
-    scope: str = "global"  # magnitude pruning scope: global (one threshold) or layer
-    finetune_epochs: int = 0  # masked SGD epochs after pruning the SGD twin (0: none)
 
 
 @dataclass(frozen=True)
