@@ -138,3 +138,25 @@ def test_polychain_fit_and_study(ends, digits):
     assert bezier.curve_type == "bezier" and bezier.curve_file != res.curve_file
     with pytest.raises(ValueError, match="curve_type"):
         CurveConfig(curve_type="spline").check()
+
+
+def test_cli_passes_the_curve_type_of_a_bare_research_file(tmp_path):
+    """`plane --curve bare.pt --curve-type polychain` (and `curve`'s own --curve-type) reach
+    the reader; without it the plane command says to give it."""
+    import argparse
+
+    from landscape.cli import build_parser
+    from landscape.cli.studies import endpoints
+
+    model = make_model(WRN)
+    path = curve_file(tmp_path / "bare.pt", model, make_points(model, 3), curve_type=None)
+    args = build_parser(["plane"]).parse_args(["plane", "--curve", str(path)])
+    assert args.curve_type is None
+    with pytest.raises(CheckpointError, match="--curve-type"):
+        endpoints(args, args.curve_type)
+    args = build_parser(["plane"]).parse_args(
+        ["plane", "--curve", str(path), "--curve-type", "polychain"]
+    )
+    assert endpoints(args, args.curve_type)[2].kind == "polychain"
+    bare = argparse.Namespace(curve=str(path), a=None, b=None)
+    assert endpoints(bare, "bezier")[2].kind == "bezier"

@@ -147,18 +147,19 @@ def _print_verdicts(res: object) -> None:
         print(text)
 
 
-def endpoints(args: argparse.Namespace):
+def endpoints(args: argparse.Namespace, curve_type: str | None = None):
     """Checkpoints A and B and the curve given with ``--curve`` (None without it).
 
     ``--curve`` takes a landscape curve file or a curve file of the research code (``.pt``);
-    the latter carries its own endpoints, which stand in for A and B when they are not given.
+    the latter carries its own endpoints, which stand in for A and B when they are not given,
+    and its type (``curve_type`` decides for a file without coeff_layer buffers).
     """
     from landscape.checkpoints import CheckpointError
     from landscape.curves import load_curve
     from landscape.research import load_any, open_research
 
     if args.curve and Path(args.curve).suffix.lower() in (".pt", ".pth"):
-        found = open_research(args.curve)
+        found = open_research(args.curve, curve_type=curve_type)
         if found.kind != "curve":
             raise CheckpointError(f"{args.curve}: a model file, not a curve file")
         a, b = (load_any(args.a), load_any(args.b)) if args.a else found.points
@@ -174,7 +175,7 @@ def _cmd_plane(args: argparse.Namespace) -> int:
     from landscape.research import load_any
     from landscape.studies import plane
 
-    a, b, third = endpoints(args)
+    a, b, third = endpoints(args, args.curve_type)
     inputs = plane.PlaneInputs(a, b, third if third is not None else load_any(args.third))
     return _run_grid(args, plane.KIND, cfg, inputs, a)
 
@@ -189,6 +190,11 @@ def _add_plane(sub: argparse._SubParsersAction) -> None:
         "of the research code brings its own A and B (this or --third is required)",
     )  # fmt: skip
     third.add_argument("--third", help="a third checkpoint C (this or --curve is required)")
+    p.add_argument(
+        "--curve-type", choices=configs.CURVE_TYPES, default=None,
+        help="the type of a research .pt curve file that holds no coeff_layer buffers "
+        "(a file that has them says its own type; default: none, such a file is refused)",
+    )  # fmt: skip
     add_config(p, configs.PlaneConfig)
     _common(p, launcher=True)
     p.set_defaults(func=_cmd_plane)
@@ -317,7 +323,7 @@ def _cmd_curve(args: argparse.Namespace) -> int:
     from landscape.progress import terminal_progress
     from landscape.studies import base, curve
 
-    a, b, given = endpoints(args)
+    a, b, given = endpoints(args, cfg.curve_type)
     if given is not None:
         cfg = replace(cfg, order=given.order)
     _confirm(args, curve.KIND, replace(cfg, epochs=0) if given is not None else cfg, a)
