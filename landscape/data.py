@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -373,16 +375,7 @@ def _to_labels(a: np.ndarray) -> torch.Tensor:
 
 
 def _load_digits(seed: int, limit: int | None) -> Dataset:
-    # Imported here: scikit-learn is slow to import and only `digits` needs it.
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = load_digits()
-    images = bunch.images[:, None, :, :]  # (1797, 1, 8, 8), values 0..16
-    labels = bunch.target
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        images, labels, test_size=0.25, stratify=labels, random_state=seed
-    )
+    x_tr, x_te, y_tr, y_te = _digits_split(seed)
     return Dataset(
         name="digits",
         x_train=_to_images(x_tr[:limit], 16.0),
@@ -392,6 +385,45 @@ def _load_digits(seed: int, limit: int | None) -> Dataset:
         num_classes=NUM_CLASSES["digits"],
         split_seed=seed,
     )
+
+
+_SPLIT = ("x_train", "x_test", "y_train", "y_test")
+
+
+def _digits_split(seed: int) -> tuple[np.ndarray, ...]:
+    """scikit-learn's digits (1797 8x8 images, values 0..16) split 75/25, stratified, with
+    ``seed``: (x_train, x_test, y_train, y_test). Kept in ``home()/cache`` once computed:
+    importing scikit-learn took ~1 s of every command and training process on digits."""
+    from importlib.metadata import version
+
+    from landscape.store import atomic_write, home
+
+    path = home() / "cache" / f"digits-split{seed}-sklearn{version('scikit-learn')}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = tuple(f[k] for k in _SPLIT)
+        if sum(len(a) for a in arrays[:2]) == 1797 and arrays[0].shape[1:] == (1, 8, 8):
+            return arrays
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # missing or unreadable: split again (and rewrite it)
+    # Imported here: scikit-learn is slow to import and only `digits` needs it.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = bunch.images[:, None, :, :]  # (1797, 1, 8, 8), values 0..16
+    arrays = tuple(
+        train_test_split(images, bunch.target, test_size=0.25, stratify=bunch.target,
+                         random_state=seed)
+    )  # fmt: skip
+    blob = io.BytesIO()
+    np.savez(blob, **dict(zip(_SPLIT, arrays, strict=True)))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, blob.getvalue())
+    except OSError:
+        pass  # a read-only home: split again next time
+    return arrays
 
 
 def _from_arrays(name: str, arrays: Arrays, seed: int) -> Dataset:

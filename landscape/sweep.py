@@ -210,8 +210,9 @@ def _worker(tasks: Any, results: Any, threads: int) -> None:
 
 
 # Imported once, in the fork server (which skips one that fails), so forked workers start warm:
-# the first optimizer imports torch._dynamo, digits scikit-learn; seconds in a fresh process.
-_PRELOAD = ("landscape.sweep", "torch._dynamo", "sklearn.datasets", "sklearn.model_selection")
+# the first optimizer imports torch._dynamo (0.9 s in a fresh process). Digits comes from its
+# split file in home()/cache, without scikit-learn (see landscape.data).
+_PRELOAD = ("landscape.sweep", "torch._dynamo")
 
 
 def _context() -> Any:

@@ -87,6 +87,27 @@ def test_digits_is_cached_and_ignores_root(tmp_path: Path) -> None:
     assert load_dataset("digits", seed=2, root=tmp_path) is a
 
 
+def test_digits_split_file_is_sklearns_split_and_a_bad_one_is_redone(tmp_path, monkeypatch):
+    """The split kept in home()/cache is scikit-learn's, bit for bit; a damaged file is split
+    again and rewritten."""
+    from sklearn.model_selection import train_test_split
+
+    monkeypatch.setenv("LANDSCAPE_HOME", str(tmp_path))
+    ref = load_digits()
+    want = train_test_split(
+        ref.images[:, None], ref.target, test_size=0.25, stratify=ref.target, random_state=4
+    )
+    first = data_mod._digits_split(4)  # computed and written
+    (path,) = (tmp_path / "cache").glob("digits-split4-*.npz")
+    path.write_bytes(path.read_bytes()[:100])  # torn
+    again = data_mod._digits_split(4)  # split again, rewritten
+    from_file = data_mod._digits_split(4)  # read
+    for arrays in (first, again, from_file):
+        for got, ref_array in zip(arrays, want, strict=True):
+            np.testing.assert_array_equal(got, ref_array)
+    assert np.load(path)["x_train"].shape == (1347, 1, 8, 8)
+
+
 def test_dataset_is_frozen() -> None:
     ds = load_dataset("digits")
     with pytest.raises(AttributeError):
