@@ -25,8 +25,11 @@ BASELINES = {
     "python -c pass": [sys.executable, "-c", "pass"],
     "python -c 'import torch'": [sys.executable, "-c", "import torch"],
 }
-ERRORS = {  # argument errors argparse reports (exit status 2)
+ERRORS = {  # argument errors argparse reports, and out-of-range values (exit status 2)
     "plane a b --grid x": ["plane", "a", "b", "--grid", "x"],
+    "plane a b --third c --grid 0": ["plane", "a", "b", "--third", "c", "--grid", "0"],
+    "curve a b --out o --order 0": ["curve", "a", "b", "--out", "o", "--order", "0"],
+    "train --epochs 0 --out o": ["train", "--epochs", "0", "--out", "o"],
     "train --arch nope --out o": ["train", "--arch", "nope", "--out", "o"],
     "sweep --c 0.1 --mu x --out o": ["sweep", "--c", "0.1", "--mu", "x", "--out", "o"],
     "info x.pt --no-such-option": ["info", "x.pt", "--no-such-option"],
