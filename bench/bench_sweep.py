@@ -26,6 +26,10 @@ from pathlib import Path
 from landscape.train import TrainConfig, make_initial
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.sweep_files import run_files  # noqa: E402 (after the path set-up above)
+
 C = "0.001,0.002,0.005"
 MU = "0.51,0.55,0.6,0.7"
 
@@ -43,20 +47,6 @@ def run_sweep_process(out: Path, init: Path, option: list[str], epochs: int, dev
     with open(out.parent / f"{out.name}.log", "w") as log:
         subprocess.run(cmd, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
     return time.perf_counter() - start
-
-
-def run_files(out: Path) -> dict[str, bytes]:
-    """Every file under runs/, run.json without its wall time."""
-    files = {}
-    for path in sorted((out / "runs").rglob("*")):
-        if path.is_file():
-            data = path.read_bytes()
-            if path.name == "run.json":
-                record = json.loads(data)
-                del record["wall_time_s"]
-                data = json.dumps(record, sort_keys=True).encode()
-            files[str(path.relative_to(out))] = data
-    return files
 
 
 def training_seconds(out: Path) -> tuple[float, float]:

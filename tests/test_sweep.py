@@ -17,6 +17,7 @@ from landscape.cli import main
 from landscape.sweep import COLUMNS, SweepConfig, load_sweep, pareto_front, run_sweep
 from landscape.train import TrainConfig, make_initial, train
 from tests.processes import alive
+from tests.sweep_files import run_files
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"arch": "mlp", "arch_kwargs": {"widths": [8]}, "epochs": 1, "snapshots": 2}
@@ -200,20 +201,6 @@ def test_killed_sweep_resumes_without_retraining_finished_runs(tmp_path):
         assert len(list(csv.DictReader(f))) == 4
 
 
-def _run_files(out: Path) -> dict[str, bytes]:
-    """The bytes of every file under runs/; run.json without ``wall_time_s`` (a timing)."""
-    files = {}
-    for path in sorted((out / "runs").rglob("*")):
-        if path.is_file():
-            data = path.read_bytes()
-            if path.name == "run.json":
-                record = json.loads(data)
-                del record["wall_time_s"]
-                data = json.dumps(record, sort_keys=True).encode()
-            files[str(path.relative_to(out))] = data
-    return files
-
-
 def _table_without_times(out: Path) -> dict:
     body = json.loads((out / "sweep.json").read_text())
     for row in body["rows"]:
@@ -222,7 +209,7 @@ def _table_without_times(out: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_workers_launcher_and_torchrun_give_the_sequential_run_files(tmp_path):
+def test_workers_launcher_and_torchrun_give_the_sequentialrun_files(tmp_path):
     init = tmp_path / "init.safetensors"
     make_initial(TrainConfig(**TINY, seed=3), init)
     base = TrainConfig(**{**TINY, "epochs": 2}, optimizer="grda", lr=0.1, init=str(init))
@@ -244,10 +231,10 @@ def test_workers_launcher_and_torchrun_give_the_sequential_run_files(tmp_path):
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.count("trained 2 runs, reused 0") == 1  # rank 0 alone prints
-    reference = _run_files(tmp_path / "seq")
+    reference = run_files(tmp_path / "seq")
     assert len(reference) == 2 * 4  # final, 2 snapshots, run.json per run
     for name in ("workers", "launcher", "torchrun"):
-        assert _run_files(tmp_path / name) == reference, name
+        assert run_files(tmp_path / name) == reference, name
         assert _table_without_times(tmp_path / name) == _table_without_times(tmp_path / "seq")
 
 
